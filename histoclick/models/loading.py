@@ -1,0 +1,103 @@
+"""load_model: one call for official SAM checkpoints, local files and the tiny test model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..files import atomic_path
+from .checkpoints import OFFICIAL_CHECKPOINTS, CheckpointError, official_checkpoint, read_checkpoint
+from .sam_model import SamModel
+from .variants import VARIANTS, SamVariant, build_sam, variant_of_state_dict
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else goes to ``torch.device``."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device = "auto",
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    seed: int = 0,
+) -> SamModel:
+    """Load a SAM model for click segmentation.
+
+    Args:
+        name_or_path: a variant name (``"vit_b"``, ``"vit_l"``, ``"vit_h"``: the official
+            checkpoint from ``$HISTOCLICK_CHECKPOINT_DIR``, downloaded and SHA-256-verified on
+            first use; ``"vit_tiny"``: random weights for tests unless ``checkpoint`` is given),
+            or the path of a checkpoint file whose variant is recognised from its tensors.
+        device: ``"auto"`` (CUDA, then MPS, then CPU), or any torch device.
+        checkpoint: with a variant name, load this file instead of the official one; it must
+            hold that variant.
+        download: allow downloading an official checkpoint that is not cached yet.
+        seed: seed of the random weights of a ``vit_tiny`` without checkpoint.
+    """
+    device = resolve_device(device)
+    name = str(name_or_path)
+    if name in VARIANTS:
+        variant = VARIANTS[name]
+        if checkpoint is not None:
+            return _from_file(Path(checkpoint), device, expected=variant)
+        if name in OFFICIAL_CHECKPOINTS:
+            path = official_checkpoint(name, download=download)
+            return _from_file(path, device, expected=variant, sha256=OFFICIAL_CHECKPOINTS[name].sha256)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            sam = build_sam(variant)
+        return SamModel(sam, name, device, f"random weights (seed {seed})", f"random-seed-{seed}")
+    if checkpoint is not None:
+        raise ValueError(f"pass a checkpoint path either as name_or_path or as checkpoint=, not both")
+    path = Path(name_or_path)
+    if not path.exists() and not path.suffix:
+        raise ValueError(
+            f"unknown model {name!r}: use one of {', '.join(VARIANTS)} or a checkpoint file path"
+        )
+    return _from_file(path, device)
+
+
+def save_state_dict(model: SamModel, path: str | os.PathLike) -> Path:
+    """Write the model's weights as a plain state_dict, the official checkpoints' format, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({k: v.cpu() for k, v in model.sam.state_dict().items()}, tmp)
+    return Path(path)
+
+
+def _from_file(
+    path: Path, device: torch.device, expected: SamVariant | None = None, sha256: str | None = None
+) -> SamModel:
+    state_dict = read_checkpoint(path)
+    variant = variant_of_state_dict(state_dict)
+    if variant is None:
+        sample = ", ".join(list(state_dict)[:3]) or "none"
+        raise CheckpointError(
+            f"{path} is not a SAM checkpoint: expected a state_dict with image_encoder.*, "
+            f"prompt_encoder.* and mask_decoder.* tensors of one of {', '.join(VARIANTS)}; "
+            f"found keys like {sample}"
+        )
+    if expected is not None and variant.name != expected.name:
+        raise CheckpointError(
+            f"{path} holds a {variant.name} checkpoint, but {expected.name} was asked for: "
+            f"call load_model({variant.name!r}, checkpoint=...) or pass the right file"
+        )
+    sam = build_sam(variant)
+    try:
+        sam.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path} looks like a {variant.name} checkpoint but its tensors do not fit the "
+            f"{variant.name} architecture: {str(err).splitlines()[0]}"
+        ) from None
+    return SamModel(sam, variant.name, device, str(path), sha256)

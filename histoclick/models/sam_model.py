@@ -1,0 +1,132 @@
+"""SamModel: a SAM network with its name, weights identity and device, split into the two calls
+the click engine needs (encode an image once, decode prompts many times)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+
+@dataclass
+class Embedding:
+    """SAM image embedding of one tile.
+
+    features: ``(1, 256, 64, 64)`` tensor on the model's device.
+    input_size: ``(height, width)`` of the tile after resizing its long side to 1024 pixels.
+    original_size: ``(height, width)`` of the tile in tile pixels.
+    """
+
+    features: torch.Tensor
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
+
+
+@dataclass
+class Decoded:
+    """Outputs of one prompt-encoder + mask-decoder call (``M`` masks: 1 or 3).
+
+    logits: ``(M, H, W)`` float32 in tile pixels (mask = logits > 0).
+    low_res_logits: ``(M, 256, 256)`` float32, SAM's mask-prompt resolution.
+    predicted_iou: ``(M,)`` the decoder's IoU estimates.
+    seconds: wall time of the call (device synchronised).
+    """
+
+    logits: np.ndarray
+    low_res_logits: torch.Tensor
+    predicted_iou: np.ndarray
+    seconds: float
+
+
+class SamModel:
+    """A SAM network ready for click segmentation.
+
+    Args:
+        sam: the segment_anything ``Sam`` module (put in eval mode and moved to ``device``).
+        name: architecture name (``vit_b``, ``vit_l``, ``vit_h``, ``vit_tiny``).
+        device: torch device the model runs on.
+        source: where the weights came from: a checkpoint path, or a description like
+            ``"random weights (seed 0)"``.
+        checkpoint_sha256: digest of the checkpoint file when known (computed lazily otherwise).
+    """
+
+    def __init__(
+        self,
+        sam: Sam,
+        name: str,
+        device: torch.device,
+        source: str,
+        checkpoint_sha256: str | None = None,
+    ) -> None:
+        self.sam = sam.to(device).eval()
+        self.name = name
+        self.device = device
+        self.source = source
+        self._sha256 = checkpoint_sha256
+        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+
+    def __repr__(self) -> str:
+        return f"SamModel({self.name!r}, device={str(self.device)!r}, source={self.source!r})"
+
+    @property
+    def image_size(self) -> int:
+        """Side of SAM's square input in pixels (1024 for every official model)."""
+        return self.sam.image_encoder.img_size
+
+    @cached_property
+    def identity(self) -> str:
+        """Stable identifier of the weights, used to key embedding caches."""
+        if self._sha256 is None:
+            from .checkpoints import sha256_of
+
+            self._sha256 = sha256_of(self.source)
+        return f"{self.name}:{self._sha256}"
+
+    @torch.inference_mode()
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Encode an ``(H, W, 3)`` uint8 RGB tile (any size; its long side is resized to 1024)."""
+        resized = self.transform.apply_image(image)
+        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
+        features = self.sam.image_encoder(self.sam.preprocess(pixels))
+        return Embedding(features, tuple(resized.shape[:2]), tuple(image.shape[:2]))
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: Embedding,
+        points: np.ndarray,
+        labels: np.ndarray,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> Decoded:
+        """Run the prompt encoder and mask decoder.
+
+        Args:
+            embedding: the tile's embedding from :meth:`embed`.
+            points: ``(N, 2)`` click positions as ``(x, y)`` in tile pixels.
+            labels: ``(N,)`` 1 for positive clicks, 0 for negative ones.
+            mask_input: ``(1, 256, 256)`` low-resolution logits of the previous prediction.
+            multimask: return SAM's three candidate masks instead of one.
+        """
+        start = time.perf_counter()
+        coords = self.transform.apply_coords(np.asarray(points, dtype=np.float32), embedding.original_size)
+        coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None]
+        labels_t = torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None]
+        masks = None if mask_input is None else mask_input.to(self.device)[None]
+        sparse, dense = self.sam.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=masks)
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        logits = self.sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
+        logits_np = logits[0].float().cpu().numpy()  # the copy to host synchronises the device
+        seconds = time.perf_counter() - start
+        return Decoded(logits_np, low_res[0].float(), iou[0].float().cpu().numpy(), seconds)

@@ -1,0 +1,144 @@
+"""ClickSession: SAM segmentation of one tile, refined click by click."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from shapely.geometry import MultiPolygon
+
+from .clicks import Click
+from .embeddings import EmbeddingCache
+from .geometry import mask_to_geometry
+from .models.sam_model import SamModel
+from .slides import Tile
+
+MultimaskPolicy = Literal["first", "always", "never"]
+
+_SHARED_MEMORY_CACHE = EmbeddingCache()
+
+
+@dataclass
+class ClickResult:
+    """The prediction after one click.
+
+    mask: ``(H, W)`` bool, tile pixels.
+    logits: ``(H, W)`` float32 SAM logits in tile pixels (probability = sigmoid(logits)).
+    low_res_logits: ``(1, 256, 256)`` logits fed back as the next click's mask prompt.
+    predicted_iou: the decoder's estimate of the mask's IoU.
+    model_seconds: time of the prompt-encoder + mask-decoder call (not the embedding).
+    multimask: whether SAM proposed three masks and the best-scoring one was kept.
+    click: the click that produced this result.
+    """
+
+    mask: np.ndarray
+    logits: np.ndarray
+    low_res_logits: torch.Tensor
+    predicted_iou: float
+    model_seconds: float
+    multimask: bool
+    click: Click
+
+
+class ClickSession:
+    """Interactive segmentation of one tile with SAM.
+
+    The image embedding is computed once (or taken from the cache). Each click runs SAM's prompt
+    encoder and mask decoder with every click so far and the previous low-resolution logits as
+    mask prompt.
+
+    Args:
+        model: a model from :func:`histoclick.load_model`.
+        image: a :class:`~histoclick.slides.Tile` (keeps its level-0 origin and downsample) or an
+            ``(H, W, 3)`` uint8 RGB array (taken as a tile at origin (0, 0), downsample 1).
+        cache_dir: folder for embeddings on disk, shared across sessions and processes.
+        multimask: ``"first"`` (SAM's three candidates on the first click, the one with the
+            highest predicted IoU kept; one mask afterwards, as in SAM's paper), ``"always"`` or
+            ``"never"``.
+    """
+
+    def __init__(
+        self,
+        model: SamModel,
+        image: Tile | np.ndarray,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        multimask: MultimaskPolicy = "first",
+    ) -> None:
+        if multimask not in ("first", "always", "never"):
+            raise ValueError(f"multimask must be 'first', 'always' or 'never', got {multimask!r}")
+        self.model = model
+        self.tile = image if isinstance(image, Tile) else Tile.from_array(image)
+        self.multimask = multimask
+        cache = EmbeddingCache(cache_dir) if cache_dir is not None else _SHARED_MEMORY_CACHE
+        self.embedding = cache.get(model, self.tile.image)
+        self.results: list[ClickResult] = []
+
+    @property
+    def clicks(self) -> list[Click]:
+        """Clicks so far, oldest first, in tile pixels."""
+        return [r.click for r in self.results]
+
+    @property
+    def last(self) -> ClickResult | None:
+        """The current prediction, or None before the first click."""
+        return self.results[-1] if self.results else None
+
+    def click(self, x: float, y: float, positive: bool = True) -> ClickResult:
+        """Add a click at tile pixel ``(x, y)`` (column, row) and predict again.
+
+        Raises:
+            ValueError: when the click lies outside the tile.
+        """
+        height, width = self.tile.image.shape[:2]
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(
+                f"click at (x={x}, y={y}) is outside the {width}x{height} tile; clicks are in tile "
+                "pixels (use tile.to_tile(x0, y0) to convert level-0 coordinates)"
+            )
+        click = Click(y=y, x=x, is_positive=positive)
+        clicks = [*self.clicks, click]
+        multimask = self.multimask == "always" or (self.multimask == "first" and not self.results)
+        decoded = self.model.decode(
+            self.embedding,
+            points=np.array([[c.x, c.y] for c in clicks], dtype=np.float32),
+            labels=np.array([int(c.is_positive) for c in clicks]),
+            mask_input=self.last.low_res_logits if self.last else None,
+            multimask=multimask,
+        )
+        best = int(np.argmax(decoded.predicted_iou))
+        logits = decoded.logits[best]
+        result = ClickResult(
+            mask=logits > 0,
+            logits=logits,
+            low_res_logits=decoded.low_res_logits[best : best + 1],
+            predicted_iou=float(decoded.predicted_iou[best]),
+            model_seconds=decoded.seconds,
+            multimask=multimask,
+            click=click,
+        )
+        self.results.append(result)
+        return result
+
+    def undo(self) -> ClickResult | None:
+        """Forget the last click; returns the prediction that is current again (None if none)."""
+        if self.results:
+            self.results.pop()
+        return self.last
+
+    def reset(self) -> None:
+        """Forget every click (the embedding is kept)."""
+        self.results.clear()
+
+    def geometry(self, **simplify: float | int | None) -> MultiPolygon:
+        """The current mask as a level-0 MultiPolygon (empty before the first click).
+
+        Keyword arguments go to :func:`histoclick.geometry.mask_to_geometry`
+        (``simplify_tolerance``, ``max_vertices``).
+        """
+        if self.last is None:
+            return MultiPolygon()
+        return mask_to_geometry(self.last.mask, self.tile.origin, self.tile.downsample, **simplify)
