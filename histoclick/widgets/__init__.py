@@ -1,0 +1,5 @@
+"""Jupyter widgets: :class:`ClickWidget` segments a slide by clicks with SAM, saved for QuPath."""
+
+from histoclick.widgets.click_widget import DEFAULT_CLASSES, Accepted, ClickWidget
+
+__all__ = ["DEFAULT_CLASSES", "Accepted", "ClickWidget"]

@@ -1,0 +1,85 @@
+"""The notebooks in notebooks/ run top to bottom (nbclient), so they never rot.
+
+Parameters are overridden the way papermill does it: a cell with the new values is inserted right
+after the cell tagged "parameters". Each notebook runs in its own tmp_path, so relative output
+paths land there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from histoclick.qupath import read_geojson
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+
+
+def run_notebook(
+    name: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, **parameters
+) -> nbformat.NotebookNode:
+    """Execute ``notebooks/name`` in ``workdir`` with ``parameters`` injected; return it executed."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    tagged = [
+        i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])
+    ]
+    assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+    if parameters:
+        source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
+        injected = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+        notebook.cells.insert(tagged[0] + 1, injected)
+    # The kernel runs in workdir: make this checkout importable there even when not installed.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    client = NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute()
+    nbformat.write(notebook, workdir / name)  # kept for inspection when a later assertion fails
+    return notebook
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_parameterised_and_stored_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    tags = [cell.metadata.get("tags", []) for cell in notebook.cells]
+    assert sum("parameters" in t for t in tags) == 1, (
+        "one cell tagged 'parameters' holds the data/model defaults"
+    )
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_03_interactive_session_with_defaults(tmp_path, monkeypatch):
+    notebook = run_notebook("03_interactive_qupath_session.ipynb", tmp_path, monkeypatch)
+    saved = read_geojson(tmp_path / "histoclick_objects.geojson")
+    assert len(saved) == 1 and saved["classification"].iloc[0] == "Tumor"
+    assert saved["measurements"].iloc[0]["histoclick clicks"] == 2.0
+    outputs = [
+        output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    ]
+    assert any("image/png" in output.get("data", {}) for output in outputs)  # the read-back figure
+
+
+@pytest.mark.slow
+def test_03_on_the_real_slide(tmp_path, monkeypatch, shared_data):
+    run_notebook(
+        "03_interactive_qupath_session.ipynb",
+        tmp_path,
+        monkeypatch,
+        slide_path=str(shared_data / "slides" / "cmu_small_region.svs"),
+        object_class="Stroma",
+        geojson_path="real.geojson",
+        scripted_clicks=[(200, 300, True), (400, 100, True), (50, 450, False)],
+    )
+    saved = read_geojson(tmp_path / "real.geojson")
+    assert len(saved) == 1 and saved["classification"].iloc[0] == "Stroma"
+    minx, miny, maxx, maxy = saved.geometry.iloc[0].bounds
+    assert 0 <= minx < maxx <= 2220 and 0 <= miny < maxy <= 2967  # inside the slide, level-0 pixels

@@ -1,0 +1,314 @@
+"""The ClickWidget in a real browser: Voila serves a notebook, headless Chromium clicks the slide.
+
+Voila (started here on 127.0.0.1) runs a notebook written into tmp_path that shows the widget on
+the synthetic slide with vit_tiny; Playwright drives Debian's /usr/bin/chromium (never a
+downloaded browser). The kernel writes ``widget.state()`` to a JSON file after every redraw, which
+is how the test sees the kernel-side session. Without chromium or playwright the test is skipped,
+except under CI (the CI variable set), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from histoclick.qupath import read_geojson
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SIZE, DISPLAY = 256, 384  # tile pixels, CSS pixels: the page shows the tile scaled by 1.5
+IMAGE = "img.widget-image"
+
+
+def missing_tools() -> list[str]:
+    missing = [] if CHROMIUM.exists() else [f"{CHROMIUM} (apt-get install -y chromium)"]
+    for module, package in (("playwright", "playwright"), ("voila", "voila")):
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"the {package} Python package (pip install {package})")
+    return missing
+
+
+@pytest.fixture
+def browser_tools():
+    missing = missing_tools()
+    if missing:
+        message = "real-browser widget test needs " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message + "; under CI it must run, so .ci/run has to install them")
+        pytest.skip(message)
+
+
+def write_notebook(path: Path, slide: Path, geojson: Path, state: Path) -> None:
+    source = f"""\
+import json
+from histoclick import load_model
+from histoclick.files import atomic_path
+from histoclick.widgets import ClickWidget
+
+model = load_model("vit_tiny", device="cpu")
+widget = ClickWidget({str(slide)!r}, model, geojson={str(geojson)!r}, magnification=10,
+                     origin=(0, 0), size={SIZE}, display_width={DISPLAY})
+
+def dump_state(w):
+    with atomic_path({str(state)!r}) as tmp:
+        tmp.write_text(json.dumps(w.state()))
+
+widget.on_update(dump_state)
+dump_state(widget)
+widget"""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(notebook, path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_voila(root: Path, port: int, log: Path) -> subprocess.Popen:
+    home = root.parent / "home"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "IPYTHONDIR": str(home / "ipython"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "voila",
+        "--no-browser",
+        "--Voila.ip=127.0.0.1",
+        f"--Voila.port={port}",
+        "--Voila.port_retries=0",
+        "--show_tracebacks=True",
+        str(root),
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"voila exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(
+        f"voila did not answer {url} within {timeout} s:\n{log.read_text()[-3000:]}"
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop voila and its kernel (its own process group, started above)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for_state(path: Path, condition, what: str, timeout: float = 60) -> dict:
+    """Poll the kernel's state file until ``condition(state)`` holds."""
+    deadline, state = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        if path.exists():
+            state = json.loads(path.read_text())
+            if state.get("error"):
+                raise AssertionError(
+                    f"the widget reported an error while waiting for {what}: {state['error']}"
+                )
+            if condition(state):
+                return state
+        time.sleep(0.05)
+    raise AssertionError(
+        f"kernel state never showed {what} within {timeout} s; last state: {state}"
+    )
+
+
+# In-page helpers. The round trip runs from the pointerdown that starts a click to the moment the
+# new overlay PNG (a new blob URL on the <img>) is decoded and ready to paint.
+ARM_ROUND_TRIP = """(selector) => {
+  const img = document.querySelector(selector);
+  window.__roundTrip = new Promise((resolve, reject) => {
+    let start = null;
+    document.addEventListener('pointerdown', () => { start = performance.now(); }, {capture: true, once: true});
+    const observer = new MutationObserver(() => {
+      observer.disconnect();
+      img.decode().then(() => resolve(performance.now() - start), reject);
+    });
+    observer.observe(img, {attributes: true, attributeFilter: ['src']});
+    setTimeout(() => reject(new Error('the overlay did not change within 60 s')), 60000);
+  });
+}"""
+
+READ_PIXELS = """async ([selector, x, y]) => {
+  const img = document.querySelector(selector);
+  await img.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(img, 0, 0);
+  const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  let hash = 0;
+  for (let i = 0; i < data.length; i++) hash = (Math.imul(hash, 31) + data[i]) >>> 0;
+  const at = (y * canvas.width + x) * 4;
+  return {hash, width: canvas.width, height: canvas.height, pixel: [data[at], data[at + 1], data[at + 2]]};
+}"""
+
+
+def click_tile_pixel(page, box: dict, column: int, row: int, button: str) -> None:
+    """Click the centre of a tile pixel of the displayed (scaled) image."""
+    scale_x, scale_y = box["width"] / SIZE, box["height"] / SIZE
+    page.mouse.click(
+        box["x"] + (column + 0.5) * scale_x, box["y"] + (row + 0.5) * scale_y, button=button
+    )
+
+
+def timed_click(page, box, column, row, button) -> float:
+    """Click and return the click-to-overlay round trip in milliseconds."""
+    page.evaluate(ARM_ROUND_TRIP, IMAGE)
+    click_tile_pixel(page, box, column, row, button)
+    return page.evaluate("window.__roundTrip")
+
+
+def near(pixel, color, tolerance=40) -> bool:
+    return max(abs(a - b) for a, b in zip(pixel, color, strict=True)) < tolerance
+
+
+@pytest.mark.slow
+def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide, tmp_path, capsys):
+    from playwright.sync_api import sync_playwright
+
+    from histoclick.overlay import NEGATIVE_COLOR, POSITIVE_COLOR
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    geojson, state_file, log = (
+        tmp_path / "objects.geojson",
+        tmp_path / "state.json",
+        tmp_path / "voila.log",
+    )
+    write_notebook(root / "widget.ipynb", synthetic_slide.path, geojson, state_file)
+    port = free_port()
+    started = time.monotonic()
+    server = start_voila(root, port, log)
+    try:
+        wait_for_server(f"http://127.0.0.1:{port}/", server, log)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page(
+                    viewport={"width": 1280, "height": 900}, device_scale_factor=1
+                )
+                page.goto(f"http://127.0.0.1:{port}/voila/render/widget.ipynb", timeout=180_000)
+                image = page.locator(IMAGE)
+                image.wait_for(state="visible", timeout=180_000)
+                wait_for_state(state_file, lambda s: s["clicks"] == [], "the widget ready")
+                box = image.bounding_box()
+                assert round(box["width"]) == DISPLAY  # shown scaled: the click maths must undo it
+                before = page.evaluate(READ_PIXELS, [IMAGE, 0, 0])
+                assert (before["width"], before["height"]) == (SIZE, SIZE)
+
+                # Left click: a positive click at the tile pixel under the pointer.
+                left_ms = timed_click(page, box, 66, 133, "left")
+                state = wait_for_state(
+                    state_file, lambda s: len(s["clicks"]) == 1, "the left click"
+                )
+                assert state["clicks"] == [{"x": 66, "y": 133, "positive": True}]
+                after = page.evaluate(READ_PIXELS, [IMAGE, 68, 135])
+                assert after["hash"] != before["hash"], "the overlay in the page did not change"
+                assert near(after["pixel"], POSITIVE_COLOR), after["pixel"]
+                left = state
+
+                # Right click: negative, and the browser's own context menu is suppressed.
+                right_ms = timed_click(page, box, 200, 20, "right")
+                state = wait_for_state(
+                    state_file, lambda s: len(s["clicks"]) == 2, "the right click"
+                )
+                assert state["clicks"][1] == {"x": 200, "y": 20, "positive": False}
+                right = state
+                assert near(page.evaluate(READ_PIXELS, [IMAGE, 202, 22])["pixel"], NEGATIVE_COLOR)
+
+                page.get_by_role("button", name="Undo").click()
+                state = wait_for_state(state_file, lambda s: len(s["clicks"]) == 1, "the undo")
+                assert state["clicks"] == [{"x": 66, "y": 133, "positive": True}]
+                mask_pixels = state["mask_pixels"]
+                assert mask_pixels > 0
+
+                page.locator(".widget-dropdown", has_text="Class").locator("select").select_option(
+                    "Stroma"
+                )
+                page.get_by_role("button", name="Accept").click()
+                state = wait_for_state(
+                    state_file, lambda s: s["saved"] == 1 or s["open_sides"], "the accept"
+                )
+                if state[
+                    "open_sides"
+                ]:  # the mask ran into a neighbouring viewport: save it as it is
+                    page.get_by_role("button", name="Save now").click()
+                    state = wait_for_state(state_file, lambda s: s["saved"] == 1, "the save")
+            finally:
+                browser.close()
+    finally:
+        stop(server)
+    total = time.monotonic() - started
+
+    frame = read_geojson(geojson)
+    assert len(frame) == 1 and frame["classification"].iloc[0] == "Stroma"
+    geometry = frame.geometry.iloc[0]
+    downsample = state["viewport"]["downsample"]
+    assert downsample == 4.0
+    assert geometry.area == mask_pixels * downsample**2  # the mask, traced in level-0 pixels
+    minx, miny, maxx, maxy = geometry.bounds
+    assert 0 <= minx and 0 <= miny and maxx <= SIZE * downsample and maxy <= SIZE * downsample
+    assert frame["measurements"].iloc[0]["histoclick clicks"] == 1.0
+
+    with capsys.disabled():
+        for name, ms, kernel in (("left", left_ms, left), ("right", right_ms, right)):
+            model_ms, update_ms = kernel["model_seconds"] * 1000, kernel["update_seconds"] * 1000
+            print(
+                f"\nclick-to-overlay round trip, {name} click: {ms:.0f} ms = model {model_ms:.0f} ms "
+                f"+ overlay {update_ms - model_ms:.0f} ms + browser and transport {ms - update_ms:.0f} ms"
+            )
+        print(f"whole browser test: {total:.1f} s")
