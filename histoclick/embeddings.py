@@ -17,7 +17,7 @@ from .models.sam_model import Embedding, SamModel
 class EmbeddingCache:
     """Least-recently-used in-memory cache of embeddings, backed by a folder when given.
 
-    Keys combine the model's weights identity with the tile's pixels, so a cache folder can be
+    Keys combine the identity of the model's image encoder with the tile's pixels, so a cache folder can be
     shared by several models and slides. Files are written atomically and read back with
     ``torch.load(weights_only=True)``.
     """
@@ -45,7 +45,7 @@ class EmbeddingCache:
 
     @staticmethod
     def key(model: SamModel, image: np.ndarray) -> str:
-        digest = hashlib.sha256(model.identity.encode())
+        digest = hashlib.sha256(model.encoder_identity.encode())
         digest.update(str(image.shape).encode())
         digest.update(np.ascontiguousarray(image).data)
         return digest.hexdigest()

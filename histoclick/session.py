@@ -30,7 +30,7 @@ class ClickResult:
     low_res_logits: ``(1, 256, 256)`` logits fed back as the next click's mask prompt.
     predicted_iou: the decoder's estimate of the mask's IoU.
     model_seconds: time of the prompt-encoder + mask-decoder call (not the embedding).
-    multimask: whether SAM proposed three masks and the best-scoring one was kept.
+    multimask: whether the decoder proposed several masks and the best-scoring one was kept.
     click: the click that produced this result.
     """
 
@@ -117,7 +117,7 @@ class ClickSession:
             low_res_logits=decoded.low_res_logits[best : best + 1],
             predicted_iou=float(decoded.predicted_iou[best]),
             model_seconds=decoded.seconds,
-            multimask=multimask,
+            multimask=len(decoded.predicted_iou) > 1,  # a single-mask decoder ignores the request
             click=click,
         )
         self.results.append(result)

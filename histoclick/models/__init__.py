@@ -9,6 +9,7 @@ from .checkpoints import (
     official_checkpoint,
     sha256_of,
 )
+from .enhanced_decoder import EnhancedDecoderConfig, EnhancedMaskDecoder
 from .loading import load_model, resolve_device, save_state_dict
 from .sam_model import Decoded, Embedding, SamModel
 from .variants import VARIANTS, SamVariant, build_sam
@@ -20,6 +21,8 @@ __all__ = [
     "CheckpointError",
     "Decoded",
     "Embedding",
+    "EnhancedDecoderConfig",
+    "EnhancedMaskDecoder",
     "SamModel",
     "SamVariant",
     "build_sam",

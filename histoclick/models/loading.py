@@ -79,6 +79,10 @@ def _from_file(
     path: Path, device: torch.device, expected: SamVariant | None = None, sha256: str | None = None
 ) -> SamModel:
     state_dict = read_checkpoint(path)
+    if isinstance(state_dict.get("histoclick"), dict):  # a fine-tuned checkpoint of ours
+        from histoclick.training.checkpoint import load_finetuned  # here: training imports models
+
+        return load_finetuned(path, state_dict, device, expected)
     variant = variant_of_state_dict(state_dict)
     if variant is None:
         sample = ", ".join(list(state_dict)[:3]) or "none"

@@ -53,6 +53,8 @@ class SamModel:
         source: where the weights came from: a checkpoint path, or a description like
             ``"random weights (seed 0)"``.
         checkpoint_sha256: digest of the checkpoint file when known (computed lazily otherwise).
+        encoder_identity: identity of the image encoder's weights when they are another model's
+            (a fine-tuned decoder on a frozen encoder), so cached embeddings are shared.
     """
 
     def __init__(
@@ -62,12 +64,14 @@ class SamModel:
         device: torch.device,
         source: str,
         checkpoint_sha256: str | None = None,
+        encoder_identity: str | None = None,
     ) -> None:
         self.sam = sam.to(device).eval()
         self.name = name
         self.device = device
         self.source = source
         self._sha256 = checkpoint_sha256
+        self._encoder_identity = encoder_identity
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
 
     def __repr__(self) -> str:
@@ -86,6 +90,11 @@ class SamModel:
 
             self._sha256 = sha256_of(self.source)
         return f"{self.name}:{self._sha256}"
+
+    @property
+    def encoder_identity(self) -> str:
+        """Stable identifier of the image encoder's weights: the key of cached embeddings."""
+        return self._encoder_identity or self.identity
 
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> Embedding:
