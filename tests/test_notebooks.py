@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
@@ -83,3 +84,76 @@ def test_03_on_the_real_slide(tmp_path, monkeypatch, shared_data):
     assert len(saved) == 1 and saved["classification"].iloc[0] == "Stroma"
     minx, miny, maxx, maxy = saved.geometry.iloc[0].bounds
     assert 0 <= minx < maxx <= 2220 and 0 <= miny < maxy <= 2967  # inside the slide, level-0 pixels
+
+
+def _images(notebook: nbformat.NotebookNode) -> int:
+    """How many PNG images the executed notebook displayed."""
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    return sum("image/png" in output.get("data", {}) for output in outputs)
+
+
+@pytest.mark.slow
+def test_01_zero_shot_comparison_with_defaults(tmp_path, monkeypatch):
+    notebook = run_notebook("01_zero_shot_comparison.ipynb", tmp_path, monkeypatch)
+    summary = pd.read_csv(tmp_path / "zero_shot_results" / "summary.csv", index_col=[0, 1])
+    assert list(summary.index) == [
+        ("synthetic", "sam:vit_tiny"), ("synthetic", "region_growing"), ("synthetic", "grabcut")
+    ]
+    assert summary["NoC@90"].between(1, 5).all()  # max_clicks = 5 by default
+    records = pd.read_csv(tmp_path / "zero_shot_results" / "records.csv")
+    assert records.groupby("method")["sample"].nunique().eq(3).all()  # limit = 3
+    assert _images(notebook) == 2  # the mIoU curves and the overlay figure
+
+
+@pytest.mark.slow
+def test_01_on_camelyon16_mini(tmp_path, monkeypatch, shared_data):
+    run_notebook(
+        "01_zero_shot_comparison.ipynb",
+        tmp_path,
+        monkeypatch,
+        camelyon16_tiles=str(shared_data / "camelyon16_mini"),
+        max_clicks=3,
+        limit=2,
+        n_overlays=1,
+        out_dir="real",
+    )
+    summary = pd.read_csv(tmp_path / "real" / "summary.csv", index_col=[0, 1])
+    assert set(summary.index.get_level_values("dataset")) == {"camelyon16_mini"}
+    assert len(summary) == 3
+
+
+@pytest.mark.slow
+def test_02_finetuning_scenarios_with_defaults(tmp_path, monkeypatch):
+    from histoclick import load_model
+
+    notebook = run_notebook("02_finetuning_scenarios.ipynb", tmp_path, monkeypatch)
+    (run_dir,) = (tmp_path / "finetuning_runs").iterdir()
+    for scenario in ("md", "ie_md", "whole", "enhanced"):
+        load_model(run_dir / scenario / "best.pt", device="cpu")  # every checkpoint loads back
+    summary = pd.read_csv(run_dir / "evaluation" / "summary.csv", index_col=[0, 1])
+    methods = ["zero-shot", "SAM^MD", "SAM^IE_MD", "SAM^Whole", "Ours (enhanced)"]
+    assert list(summary.index) == [
+        (dataset, method)
+        for dataset in ("synthetic (held out)", "synthetic-384px")
+        for method in methods
+    ]
+    assert _images(notebook) == 2  # the cost bar chart and the mIoU curves
+
+
+@pytest.mark.slow
+def test_02_generalising_to_camelyon16_mini(tmp_path, monkeypatch, shared_data):
+    run_notebook(
+        "02_finetuning_scenarios.ipynb",
+        tmp_path,
+        monkeypatch,
+        second_data=str(shared_data / "camelyon16_mini"),
+        scenarios=["md", "enhanced"],
+        eval_limit=1,
+    )
+    (run_dir,) = (tmp_path / "finetuning_runs").iterdir()
+    summary = pd.read_csv(run_dir / "evaluation" / "summary.csv", index_col=[0, 1])
+    assert set(summary.index) == {
+        (dataset, method)
+        for dataset in ("synthetic (held out)", "camelyon16_mini")
+        for method in ("zero-shot", "SAM^MD", "Ours (enhanced)")
+    }

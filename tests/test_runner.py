@@ -17,6 +17,7 @@ from histoclick.evaluation import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
     RegionGrowing,
+    Subset,
     evaluate,
     load_records,
     make_method,
@@ -113,6 +114,29 @@ def test_make_method_names():
     assert make_method("grabcut").name == "grabcut"
     with pytest.raises(ValueError, match="sam:vit_b"):
         make_method("watershed")
+
+
+def test_sam_methods_from_checkpoints_are_named_by_file_or_run(tmp_path):
+    from histoclick.models import load_model, save_state_dict
+
+    tiny = load_model("vit_tiny", device="cpu")
+    for relative in ("sam_tiny.pth", "runs/md/best.pt", "runs/enhanced/best.pt"):
+        save_state_dict(tiny, tmp_path / relative)
+    names = [make_method(f"sam:{tmp_path / r}", device="cpu").name
+             for r in ("sam_tiny.pth", "runs/md/best.pt", "runs/enhanced/best.pt")]
+    assert names == ["sam:sam_tiny", "sam:md/best", "sam:enhanced/best"]
+    assert make_method("sam:vit_tiny", device="cpu").name == "sam:vit_tiny"
+
+
+def test_subset_keeps_the_given_ids_under_its_own_name(sample_dir):
+    folder = FolderDataset(sample_dir)
+    held_out = Subset(folder, folder.sample_ids[1:2], name="held out")
+    assert held_out.name == "held out" and held_out.sample_ids == folder.sample_ids[1:2]
+    (sample,) = list(held_out)
+    assert sample.id == folder.sample_ids[1]
+    np.testing.assert_array_equal(sample.gt, folder.load(folder.sample_ids[1]).gt)
+    with pytest.raises(ValueError, match="no samples"):
+        Subset(folder, ["nope"])
 
 
 def test_cli_evaluate_writes_everything(sample_dir, tmp_path, capsys):

@@ -274,7 +274,8 @@ def test_cli_trains_and_writes_a_loadable_checkpoint(tmp_path):
     # The NoC evaluation ran on the held-out tile, for the result and its base.
     with open(tmp_path / "run" / "evaluation" / "records.csv") as f:
         records = list(csv.DictReader(f))
-    assert {r["method"] for r in records} == {"sam:md", "sam:vit_tiny (base)"}
+    finetuned = load_model(tmp_path / "run" / "best.pt", device="cpu")
+    assert {r["method"] for r in records} == {f"sam:md@{finetuned.identity[-8:]}", "sam:vit_tiny (base)"}
     assert {r["sample"] for r in records} == {val_id} and len(records) == 4
 
 

@@ -127,32 +127,20 @@ def _evaluate(checkpoint: Path, args: argparse.Namespace, val_ids: tuple[str, ..
     """NoC evaluation of the best checkpoint and of its base SAM on the held-out tiles, with the
     evaluation runner (tables and records in ``OUT/evaluation``, resumable)."""
     from histoclick.datasets.folders import FolderDataset
-    from histoclick.evaluation import SamMethod, evaluate
-    from histoclick.evaluation.protocol import Dataset
+    from histoclick.evaluation import SamMethod, Subset, evaluate
     from histoclick.models import load_model
     from histoclick.models.checkpoints import read_checkpoint
     from histoclick.training.checkpoint import load_base
-
-    class HeldOut(Dataset):
-        """The validation tiles of the folder (never seen in training)."""
-
-        def __init__(self, folder: FolderDataset) -> None:
-            super().__init__(f"{folder.name}-val")
-            self.folder = folder
-
-        @property
-        def sample_ids(self) -> list[str]:
-            return list(val_ids)
-
-        def load(self, sample_id: str):
-            return self.folder.load(sample_id)
 
     cache_dir = args.cache_dir or args.out / "embeddings"
     meta = read_checkpoint(checkpoint)["histoclick"]
     finetuned = load_model(checkpoint, device=args.device)
     base = load_base(meta["base"], checkpoint, finetuned.device)
     methods = [
-        SamMethod(finetuned, name=f"sam:{meta['scenario']}", cache_dir=cache_dir),
+        # The digest in the name keeps a retrained model's records apart from earlier ones.
+        SamMethod(finetuned, name=f"sam:{meta['scenario']}@{finetuned.identity[-8:]}", cache_dir=cache_dir),
         SamMethod(base, name=f"sam:{meta['base']['variant']} (base)", cache_dir=cache_dir),
     ]
-    evaluate(methods, HeldOut(FolderDataset(args.data)), args.out / "evaluation", max_clicks=args.eval_max_clicks)
+    folder = FolderDataset(args.data)
+    held_out = Subset(folder, val_ids, name=f"{folder.name}-val")
+    evaluate(methods, held_out, args.out / "evaluation", max_clicks=args.eval_max_clicks)

@@ -11,7 +11,15 @@ from histoclick.evaluation.clicker import next_click
 from histoclick.evaluation.external import IsegmMethod
 from histoclick.evaluation.metrics import PRED_THRESHOLD, iou, miou_curve, nof, noc, seconds_per_click
 from histoclick.evaluation.plots import plot_miou
-from histoclick.evaluation.protocol import Dataset, Method, Prediction, Sample, SampleRun, run_sample
+from histoclick.evaluation.protocol import (
+    Dataset,
+    Method,
+    Prediction,
+    Sample,
+    SampleRun,
+    Subset,
+    run_sample,
+)
 from histoclick.evaluation.runner import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
@@ -37,6 +45,7 @@ __all__ = [
     "Sample",
     "SampleRun",
     "SamMethod",
+    "Subset",
     "evaluate",
     "format_summary",
     "iou",

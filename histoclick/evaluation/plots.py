@@ -42,7 +42,7 @@ def plot_miou(curves: pd.DataFrame, path: str | os.PathLike, title: str | None =
         ax.set_ylim(0.0, 1.0)
         ax.set_xticks(clicks[:: max(1, len(clicks) // 10)])
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     if title:
         figure.suptitle(title)
     path = Path(path)

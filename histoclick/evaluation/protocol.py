@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import time
 import warnings
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -114,6 +114,25 @@ class Dataset(abc.ABC):
                 self.skipped_ids.append(sample_id)
                 continue
             yield sample
+
+
+class Subset(Dataset):
+    """Some samples of another dataset, by id, under a name of their own (e.g. held-out tiles)."""
+
+    def __init__(self, dataset: Dataset, ids: Sequence[str], name: str | None = None) -> None:
+        unknown = sorted(set(ids) - set(dataset.sample_ids))
+        if unknown:
+            raise ValueError(f"{dataset.name} has no samples {unknown[:3]}; ids come from its sample_ids")
+        super().__init__(name or f"{dataset.name} (subset)")
+        self.dataset = dataset
+        self._ids = list(ids)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def load(self, sample_id: str) -> Sample:
+        return self.dataset.load(sample_id)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,8 @@ def make_method(
 ) -> Method:
     """Build a method from its name: ``region_growing``, ``grabcut``, or ``sam:<model>`` where
     ``<model>`` is anything :func:`histoclick.load_model` takes (``vit_b``, ``vit_tiny``, a
-    checkpoint path). SAM methods are named ``sam:<model name or checkpoint stem>``."""
+    checkpoint path). SAM methods are named ``sam:<model name or checkpoint stem>``, and
+    ``sam:<run folder>/best`` for the ``best.pt`` / ``last.pt`` that ``histoclick finetune`` writes."""
     if spec in BASELINES:
         return BASELINES[spec]()
     kind, _, model_name = spec.partition(":")
@@ -71,7 +72,11 @@ def make_method(
         from histoclick.models import load_model
 
         model = load_model(model_name, device=device)
-        label = Path(model_name).stem if os.sep in model_name or "." in model_name else model_name
+        label = model_name
+        if os.sep in model_name or "." in model_name:
+            path = Path(model_name)
+            # finetune writes best.pt / last.pt into one folder per run: name them by the run.
+            label = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") else path.stem
         return SamMethod(model, name=f"sam:{label}", cache_dir=cache_dir)
     raise ValueError(
         f"unknown method {spec!r}: use {', '.join(BASELINES)}, or sam:<model> with a model name "
