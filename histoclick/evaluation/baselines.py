@@ -87,10 +87,12 @@ class GrabCut:
     and smoothed with a Gaussian of ``sigma`` pixels (which tames H&E texture; GrabCut's graph
     cut slows down steeply with image size, hence the small default).
 
-    Initial labels: probable background everywhere; probable foreground where the previous
-    prediction was foreground and within ``probable_radius`` (fraction of the shorter side)
-    of a positive click; definite foreground / background in disks of ``sure_radius``
-    (fraction of the shorter side, at least 1 pixel) around positive / negative clicks.
+    Initial labels: probable background everywhere, probable foreground where the previous
+    prediction was foreground; then, click by click (later clicks win), probable foreground in
+    a disk of ``probable_radius`` (fraction of the shorter side) around a positive click and
+    probable background in a disk of half that radius around a negative one, so a negative
+    click takes back what the previous prediction spilled over; finally definite foreground /
+    background in disks of ``sure_radius`` (fraction of the shorter side, at least 1 pixel).
     ``iterations`` rounds of GrabCut; OpenCV's random generator is re-seeded before each call,
     so results are deterministic. The foreground is upscaled bilinearly to soft probabilities.
     """
@@ -147,6 +149,8 @@ class GrabCut:
         for (x, y), click in zip(points, clicks):
             if click.is_positive:
                 cv2.circle(labels, (x, y), probable, cv2.GC_PR_FGD, -1)
+            else:
+                cv2.circle(labels, (x, y), max(sure, probable // 2), cv2.GC_PR_BGD, -1)
         for (x, y), click in zip(points, clicks):
             cv2.circle(labels, (x, y), sure, cv2.GC_FGD if click.is_positive else cv2.GC_BGD, -1)
         if not np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
