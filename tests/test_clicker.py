@@ -74,7 +74,8 @@ def test_shapes_must_match():
 
 
 def ritm_reference(gt, pred, not_clicked, ignore):
-    """RITM's Clicker._get_next_click, transcribed literally (whole image, np.where)."""
+    """The rule of RITM's clicker as issue 3 states it, written plainly over the whole padded image
+    (no bounding-box shortcut): the reference for next_click's faster version."""
     import cv2
 
     valid = ~ignore
