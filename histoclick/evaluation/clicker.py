@@ -41,12 +41,7 @@ def next_click(
         raise ValueError(
             f"gt and pred must be 2-D arrays of one shape, got {gt.shape} and {pred.shape}"
         )
-    fn = gt & ~pred
-    fp = ~gt & pred
-    if ignore is not None:
-        valid = ~np.asarray(ignore, dtype=bool)
-        fn &= valid
-        fp &= valid
+    fn, fp = error_regions(gt, pred, None if ignore is None else ~np.asarray(ignore, dtype=bool))
     fn_max, fn_at = _farthest_pixel(fn, not_clicked)
     fp_max, fp_at = _farthest_pixel(fp, not_clicked)
     is_positive = bool(fn_max > fp_max)
@@ -56,6 +51,20 @@ def next_click(
         # picks the first pixel of the image.
         at = (0, 0)
     return Click(y=int(at[0]), x=int(at[1]), is_positive=is_positive)
+
+
+def error_regions(
+    gt: np.ndarray, pred: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """False negatives ``gt & ~pred`` and false positives ``~gt & pred`` (bool), both limited to
+    ``valid`` pixels when given."""
+    gt = np.asarray(gt, dtype=bool)
+    pred = np.asarray(pred, dtype=bool)
+    fn, fp = gt & ~pred, ~gt & pred
+    if valid is not None:
+        fn &= valid
+        fp &= valid
+    return fn, fp
 
 
 def _farthest_pixel(

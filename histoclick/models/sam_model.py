@@ -96,13 +96,18 @@ class SamModel:
         """Stable identifier of the image encoder's weights: the key of cached embeddings."""
         return self._encoder_identity or self.identity
 
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The encoder's input for an ``(H, W, 3)`` uint8 RGB tile: its long side resized to 1024,
+        normalised and padded to ``(1, 3, 1024, 1024)``; also the resized ``(height, width)``."""
+        resized = self.transform.apply_image(image)
+        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
+        return self.sam.preprocess(pixels), tuple(resized.shape[:2])
+
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> Embedding:
         """Encode an ``(H, W, 3)`` uint8 RGB tile (any size; its long side is resized to 1024)."""
-        resized = self.transform.apply_image(image)
-        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
-        features = self.sam.image_encoder(self.sam.preprocess(pixels))
-        return Embedding(features, tuple(resized.shape[:2]), tuple(image.shape[:2]))
+        pixels, input_size = self.preprocess(image)
+        return Embedding(self.sam.image_encoder(pixels), input_size, tuple(image.shape[:2]))
 
     @torch.inference_mode()
     def decode(

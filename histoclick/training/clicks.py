@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from histoclick.clicks import Click
+from histoclick.evaluation.clicker import error_regions
 
 
 def next_training_click(
@@ -35,13 +36,7 @@ def next_training_click(
         their largest boundary distance is strictly larger than the false positives', negative
         otherwise; None when the prediction has no error left.
     """
-    gt = np.asarray(gt, dtype=bool)
-    pred = np.asarray(pred, dtype=bool)
-    fn = gt & ~pred
-    fp = ~gt & pred
-    if valid is not None:
-        fn &= valid
-        fp &= valid
+    fn, fp = error_regions(gt, pred, valid)
     fn_dt, fp_dt = _boundary_distance(fn), _boundary_distance(fp)
     fn_max, fp_max = float(fn_dt.max()), float(fp_dt.max())
     if max(fn_max, fp_max) == 0:

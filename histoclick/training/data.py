@@ -208,7 +208,5 @@ class TrainingData(torch.utils.data.Dataset):
         }
 
     def pixels(self, image: np.ndarray) -> torch.Tensor:
-        """The ``(3, S, S)`` normalised, padded image tensor SAM's encoder takes (as in ``embed``)."""
-        resized = self.model.transform.apply_image(image)
-        pixels = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1)[None].float()
-        return self.model.sam.preprocess(pixels)[0]
+        """The ``(3, S, S)`` normalised, padded image tensor SAM's encoder takes."""
+        return self.model.preprocess(image)[0][0]
