@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,13 +18,15 @@ from .models.sam_model import Embedding, SamModel
 class EmbeddingCache:
     """Least-recently-used in-memory cache of embeddings, backed by a folder when given.
 
-    Keys combine the identity of the model's image encoder with the tile's pixels, so a cache folder can be
-    shared by several models and slides. Files are written atomically and read back with
-    ``torch.load(weights_only=True)``.
+    Keys combine the identity of the model's image encoder with the tile's pixels, so a cache
+    folder can be shared by several models and slides. Files are written atomically with a
+    SHA-256 of their contents and read back with ``torch.load(weights_only=True)``; an entry
+    whose checksum, shape, dtype or sizes do not match is recomputed and rewritten, with a
+    ``RuntimeWarning`` naming the file, never trusted. ``directory`` may start with ``~``.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None, max_in_memory: int = 8) -> None:
-        self.directory = None if directory is None else Path(directory)
+        self.directory = None if directory is None else Path(directory).expanduser()
         self.max_in_memory = max_in_memory
         self._memory: OrderedDict[str, Embedding] = OrderedDict()
 
@@ -33,7 +36,7 @@ class EmbeddingCache:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        embedding = self._read(key, model) if self.directory else None
+        embedding = self._read(key, model, image) if self.directory else None
         if embedding is None:
             embedding = model.embed(image)
             if self.directory:
@@ -53,23 +56,62 @@ class EmbeddingCache:
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.pt"
 
-    def _read(self, key: str, model: SamModel) -> Embedding | None:
+    def _read(self, key: str, model: SamModel, image: np.ndarray) -> Embedding | None:
         path = self._path(key)
         if not path.exists():
             return None
         try:
-            saved = torch.load(path, map_location=model.device, weights_only=True)
-            return Embedding(saved["features"], tuple(saved["input_size"]), tuple(saved["original_size"]))
-        except Exception:  # a damaged cache entry is recomputed, never trusted
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            embedding = _checked_entry(saved, model, tuple(image.shape[:2]))
+        except Exception as error:  # torch raises many types for damaged files
+            warnings.warn(
+                f"embedding cache entry {path} is damaged or was written for something else "
+                f"({type(error).__name__}: {error}); recomputing it and replacing the file",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return None
+        embedding.features = embedding.features.to(model.device)
+        return embedding
 
     def _write(self, key: str, embedding: Embedding) -> None:
+        features = embedding.features.detach().cpu().contiguous()
+        input_size, original_size = list(embedding.input_size), list(embedding.original_size)
         with atomic_path(self._path(key)) as tmp:
             torch.save(
                 {
-                    "features": embedding.features.cpu(),
-                    "input_size": list(embedding.input_size),
-                    "original_size": list(embedding.original_size),
+                    "features": features,
+                    "input_size": input_size,
+                    "original_size": original_size,
+                    "sha256": _digest(features, input_size, original_size),
                 },
                 tmp,
             )
+
+
+def _checked_entry(saved: object, model: SamModel, original_size: tuple[int, int]) -> Embedding:
+    """The Embedding in a loaded cache entry, or ValueError saying what does not match."""
+    if not isinstance(saved, dict) or not {"features", "input_size", "original_size", "sha256"} <= set(saved):
+        raise ValueError("not a histoclick embedding entry (keys missing)")
+    features, input_size, original_size_saved = saved["features"], saved["input_size"], saved["original_size"]
+    if not isinstance(features, torch.Tensor) or not features.dtype.is_floating_point:
+        raise ValueError(f"features are {getattr(features, 'dtype', type(features))}, expected floats")
+    encoder = model.sam.prompt_encoder
+    expected_shape = (1, encoder.embed_dim, *encoder.image_embedding_size)
+    if tuple(features.shape) != expected_shape:
+        raise ValueError(f"features have shape {tuple(features.shape)}, expected {expected_shape}")
+    expected_input = model.transform.get_preprocess_shape(*original_size, model.sam.image_encoder.img_size)
+    if list(original_size_saved) != list(original_size) or list(input_size) != list(expected_input):
+        raise ValueError(
+            f"sizes {original_size_saved} -> {input_size} do not match the tile's "
+            f"{list(original_size)} -> {list(expected_input)}"
+        )
+    if saved["sha256"] != _digest(features, list(input_size), list(original_size_saved)):
+        raise ValueError("SHA-256 checksum mismatch")
+    return Embedding(features, tuple(input_size), tuple(original_size_saved))
+
+
+def _digest(features: torch.Tensor, input_size: list[int], original_size: list[int]) -> str:
+    digest = hashlib.sha256(f"{tuple(features.shape)} {input_size} {original_size}".encode())
+    digest.update(features.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

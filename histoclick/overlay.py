@@ -21,8 +21,8 @@ RGB = tuple[int, int, int]
 MASK_COLOR: RGB = (0, 190, 255)
 POSITIVE_COLOR: RGB = (0, 170, 0)
 NEGATIVE_COLOR: RGB = (220, 0, 0)
+MASK_OPACITY = 0.4
 _WHITE: RGB = (255, 255, 255)
-_MASK_ALPHA = 0.4
 # cv2 draws with fixed-point coordinates: this many fractional bits.
 _SHIFT = 4
 
@@ -32,21 +32,27 @@ def render_overlay(
     mask: np.ndarray | None = None,
     clicks: Sequence[Click] = (),
     outlines: Iterable[tuple[BaseGeometry, RGB]] = (),
+    *,
+    mask_color: RGB = MASK_COLOR,
+    mask_opacity: float = MASK_OPACITY,
 ) -> np.ndarray:
     """Draw the tile with the mask tinted, level-0 ``outlines`` (geometry, colour) and clicks.
 
-    ``mask`` is ``(height, width)`` bool in tile pixels; clicks are in tile pixels. Returns a new
-    ``(height, width, 3)`` uint8 RGB image.
+    ``mask`` is ``(height, width)`` bool in tile pixels, tinted with ``mask_color`` at
+    ``mask_opacity`` (0: only its edge is drawn, 1: solid); clicks are in tile pixels. Returns
+    a new ``(height, width, 3)`` uint8 RGB image.
     """
+    if not 0 <= mask_opacity <= 1:
+        raise ValueError(f"mask_opacity must be between 0 and 1, got {mask_opacity}")
     canvas = tile.image.copy()
     if mask is not None and mask.any():
         tinted = cv2.addWeighted(
-            canvas, 1 - _MASK_ALPHA, np.full_like(canvas, MASK_COLOR), _MASK_ALPHA, 0
+            canvas, 1 - mask_opacity, np.full_like(canvas, mask_color), mask_opacity, 0
         )
         np.copyto(canvas, tinted, where=mask[..., None])
         # The mask's inner edge (mask minus its erosion) drawn solid; faster than tracing contours.
         inside = mask.astype(np.uint8)
-        canvas[(inside - cv2.erode(inside, np.ones((3, 3), np.uint8))).astype(bool)] = MASK_COLOR
+        canvas[(inside - cv2.erode(inside, np.ones((3, 3), np.uint8))).astype(bool)] = mask_color
     line = max(1, round(min(tile.width, tile.height) / 256))
     for geometry, color in outlines:
         for ring in _rings_in_tile(geometry, tile):
@@ -96,8 +102,11 @@ def _rings_in_tile(geometry: BaseGeometry, tile: Tile) -> list[np.ndarray]:
     local = shapely.transform(
         geometry, lambda xy: np.stack(tile.to_tile(xy[:, 0], xy[:, 1]), axis=1)
     )
-    # Clip a little outside the tile, so the cut edges are not drawn and huge slides stay cheap.
-    local = local.intersection(shapely.box(-2, -2, tile.width + 2, tile.height + 2))
+    # Clip a little outside the tile, so the cut edges are not drawn and huge slides stay cheap;
+    # an outline wholly inside is left alone (cutting a ragged one costs up to a second).
+    clip = shapely.box(-2, -2, tile.width + 2, tile.height + 2)
+    if not clip.contains(shapely.box(*local.bounds)):
+        local = local.intersection(clip)
     rings = shapely.get_rings(shapely.get_parts(local))
     return [
         np.round(shapely.get_coordinates(ring) * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)

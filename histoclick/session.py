@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -21,26 +22,54 @@ MultimaskPolicy = Literal["first", "always", "never"]
 _SHARED_MEMORY_CACHE = EmbeddingCache()
 
 
-@dataclass
+@dataclass(eq=False)
 class ClickResult:
     """The prediction after one click.
 
-    mask: ``(H, W)`` bool, tile pixels.
-    logits: ``(H, W)`` float32 SAM logits in tile pixels (probability = sigmoid(logits)).
     low_res_logits: ``(1, 256, 256)`` logits fed back as the next click's mask prompt.
     predicted_iou: the decoder's estimate of the mask's IoU.
     model_seconds: time of the prompt-encoder + mask-decoder call (not the embedding).
     multimask: whether the decoder proposed several masks and the best-scoring one was kept.
     click: the click that produced this result.
+
+    The full-resolution ``logits`` and ``mask`` (below) are kept only while this is the session's
+    current prediction. Older results hold the low-resolution logits (256 KiB whatever the tile
+    size) and the mask packed 8 pixels to a byte (H*W/8 bytes); an older result's ``mask`` is
+    exact, its ``logits`` are upsampled again and match the original to float rounding (~1e-7).
     """
 
-    mask: np.ndarray
-    logits: np.ndarray
     low_res_logits: torch.Tensor
     predicted_iou: float
     model_seconds: float
     multimask: bool
     click: Click
+    _upscale: Callable[[torch.Tensor], np.ndarray] = field(repr=False)
+    _logits: np.ndarray | None = field(default=None, repr=False)
+    _mask: np.ndarray | None = field(default=None, repr=False)
+    _packed_mask: tuple[np.ndarray, tuple[int, int]] | None = field(default=None, repr=False)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """``(H, W)`` float32 SAM logits in tile pixels (probability = sigmoid(logits))."""
+        if self._logits is None:
+            self._logits = self._upscale(self.low_res_logits)
+        return self._logits
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(H, W)`` bool mask in tile pixels (``logits > 0`` when predicted)."""
+        if self._mask is None and self._packed_mask is not None:
+            bits, shape = self._packed_mask
+            self._mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).view(bool)
+        elif self._mask is None:
+            self._mask = self.logits > 0
+        return self._mask
+
+    def release(self) -> None:
+        """Keep only the low-resolution logits and the packed mask (called once no longer current)."""
+        if self._packed_mask is None:
+            self._packed_mask = (np.packbits(self.mask), self.mask.shape)
+        self._logits = self._mask = None
 
 
 class ClickSession:
@@ -54,7 +83,8 @@ class ClickSession:
         model: a model from :func:`histoclick.load_model`.
         image: a :class:`~histoclick.slides.Tile` (keeps its level-0 origin and downsample) or an
             ``(H, W, 3)`` uint8 RGB array (taken as a tile at origin (0, 0), downsample 1).
-        cache_dir: folder for embeddings on disk, shared across sessions and processes.
+        cache_dir: folder for embeddings on disk, shared across sessions and processes
+            (``~`` is expanded).
         multimask: ``"first"`` (SAM's three candidates on the first click, the one with the
             highest predicted IoU kept; one mask afterwards, as in SAM's paper), ``"always"`` or
             ``"never"``.
@@ -91,15 +121,16 @@ class ClickSession:
         """Add a click at tile pixel ``(x, y)`` (column, row) and predict again.
 
         Raises:
-            ValueError: when the click lies outside the tile.
+            ValueError: when the click lies outside the tile, a coordinate is not finite, or
+                ``positive`` is not a bool (or 0/1).
         """
+        click = Click(y=y, x=x, is_positive=positive)  # checks finiteness and the label
         height, width = self.tile.image.shape[:2]
         if not (0 <= x < width and 0 <= y < height):
             raise ValueError(
                 f"click at (x={x}, y={y}) is outside the {width}x{height} tile; clicks are in tile "
                 "pixels (use tile.to_tile(x0, y0) to convert level-0 coordinates)"
             )
-        click = Click(y=y, x=x, is_positive=positive)
         clicks = [*self.clicks, click]
         multimask = self.multimask == "always" or (self.multimask == "first" and not self.results)
         decoded = self.model.decode(
@@ -110,16 +141,18 @@ class ClickSession:
             multimask=multimask,
         )
         best = int(np.argmax(decoded.predicted_iou))
-        logits = decoded.logits[best]
         result = ClickResult(
-            mask=logits > 0,
-            logits=logits,
-            low_res_logits=decoded.low_res_logits[best : best + 1],
+            # Clones: views would keep the decoder's other candidates (1 MiB at 256^2) alive.
+            low_res_logits=decoded.low_res_logits[best : best + 1].clone(),
             predicted_iou=float(decoded.predicted_iou[best]),
             model_seconds=decoded.seconds,
             multimask=len(decoded.predicted_iou) > 1,  # a single-mask decoder ignores the request
             click=click,
+            _upscale=self._upscale,
+            _logits=decoded.logits[best].copy(),
         )
+        if self.last is not None:
+            self.last.release()
         self.results.append(result)
         return result
 
@@ -128,6 +161,16 @@ class ClickSession:
         if self.results:
             self.results.pop()
         return self.last
+
+    def _upscale(self, low_res_logits: torch.Tensor) -> np.ndarray:
+        """Tile-resolution logits from ``(1, 256, 256)`` low-resolution ones, as decode makes them."""
+        with torch.inference_mode():
+            logits = self.model.sam.postprocess_masks(
+                low_res_logits[None].to(self.model.device),
+                self.embedding.input_size,
+                self.embedding.original_size,
+            )
+        return logits[0, 0].float().cpu().numpy()
 
     def reset(self) -> None:
         """Forget every click (the embedding is kept)."""

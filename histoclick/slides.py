@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -30,6 +33,19 @@ _WHITE = (255, 255, 255)
 # Saturation (0-255) below which a pixel is never tissue, whatever Otsu says: keeps blank
 # glass from being split in two on slides with little tissue.
 _MIN_TISSUE_SATURATION = 20
+
+# Plain images are decoded whole into memory; larger ones are refused unless the caller opts
+# out (a 389 KB PNG can claim 20000^2 pixels and take 2.7 GB). 2**27 pixels = 384 MiB as RGB.
+DEFAULT_MAX_IMAGE_PIXELS = 2**27
+MAX_IMAGE_PIXELS_ENV = "HISTOCLICK_MAX_IMAGE_PIXELS"
+# read_region reads at most this many level pixels at once (16 MiB as RGBA) and resamples
+# chunk by chunk, so a low magnification on a slide without that pyramid level stays bounded.
+_MAX_CHUNK_PIXELS = 2**22
+# Extensions OpenSlide reads that are never plain images: refusing to decode them as such keeps
+# a truncated slide from opening silently without its pyramid and metadata.
+_SLIDE_ONLY_SUFFIXES = {".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif"}
+
+PixelLimit = int | None | Literal["env"]
 
 SUPPORTED_FORMATS = (
     "whole-slide images that OpenSlide reads (Aperio .svs/.tif, Hamamatsu .ndpi/.vms/.vmu, "
@@ -105,13 +121,19 @@ class Tile:
         return (x0 - ox) / self.downsample, (y0 - oy) / self.downsample
 
 
-def open_slide(path: str | Path) -> Slide:
-    """Open a whole-slide image or a plain image file.
+def open_slide(path: str | os.PathLike, *, max_image_pixels: PixelLimit = "env") -> Slide:
+    """Open a whole-slide image or a plain image file (``path`` may start with ``~``).
+
+    ``max_image_pixels`` bounds what is decoded or read into memory at once: a plain image
+    (decoded whole) or one ``read_region`` output. ``"env"`` (default) takes
+    ``$HISTOCLICK_MAX_IMAGE_PIXELS`` when set (a number, or ``none``), else
+    ``DEFAULT_MAX_IMAGE_PIXELS`` (2**27); ``None`` removes the limit.
 
     Raises FileNotFoundError when ``path`` does not exist and SlideError (a ValueError) when the
-    file is neither a slide OpenSlide opens nor an image OpenCV/tifffile decodes.
+    file is neither a slide OpenSlide opens nor an image OpenCV/tifffile decodes, is truncated
+    or corrupt, or exceeds the pixel limit.
     """
-    return Slide(path)
+    return Slide(path, max_image_pixels=max_image_pixels)
 
 
 class Slide:
@@ -119,14 +141,16 @@ class Slide:
 
     Attributes: ``path``; ``objective_power`` (scan objective, e.g. 40.0, None when unknown);
     ``mpp`` (micrometres per level-0 pixel, mean of x and y, None when unknown); ``properties``
-    (the reader's metadata). Use as a context manager or call ``close()``.
+    (the reader's metadata); ``max_image_pixels`` (the pixel limit in force, None for none; see
+    ``open_slide``). Use as a context manager or call ``close()``.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, *, max_image_pixels: PixelLimit = "env") -> None:
+        self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise FileNotFoundError(f"slide file not found: {self.path}")
-        self._reader = _open_reader(self.path)
+        self.max_image_pixels = _pixel_limit(max_image_pixels)
+        self._reader = _open_reader(self.path, self.max_image_pixels)
         self.properties: dict[str, str] = dict(self._reader.properties)
         self.objective_power = _positive_float(self.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
         mpps = [
@@ -239,13 +263,20 @@ class Slide:
         level 0 ``[x, x + width * ds) x [y, y + height * ds)`` with ``ds`` the requested downsample,
         recorded exactly in ``Tile.downsample``. Pixels come from the coarsest pyramid level at
         least as fine as requested, reading only the needed region, resampled with
-        ``cv2.INTER_AREA`` when the level does not match. Parts outside the slide are background
-        (white unless the slide says otherwise); a region entirely outside raises ValueError.
+        ``cv2.INTER_AREA`` when the level does not match, in blocks of bounded memory (a low
+        magnification on a slide without that level never holds the whole level-0 region).
+        Parts outside the slide are background (white unless the slide says otherwise); a region
+        entirely outside, or non-finite ``x``/``y``, raises ValueError; an output larger than
+        ``max_image_pixels`` raises SlideError; unreadable (corrupt) tile data raises SlideError
+        and leaves the slide usable for other regions.
         """
         ds = self.downsample_for(magnification, mpp, downsample)
         width, height = operator.index(width), operator.index(height)
         if width < 1 or height < 1:
             raise ValueError(f"width and height must be at least 1 output pixel, got {width}x{height}")
+        if not (math.isfinite(float(x)) and math.isfinite(float(y))):
+            raise ValueError(f"x and y must be finite level-0 pixel coordinates, got ({x}, {y})")
+        self._check_pixels(width * height, f"a {width}x{height} region")
         x, y = round(float(x)), round(float(y))
         slide_width, slide_height = self.dimensions
         if x >= slide_width or y >= slide_height or x + width * ds <= 0 or y + height * ds <= 0:
@@ -261,9 +292,7 @@ class Slide:
             # The level matches to within half an output pixel across the tile: no resampling.
             image = self._read_level(level, x, y, width, height)
         else:
-            level_size = (max(1, round(width * ds / level_ds)), max(1, round(height * ds / level_ds)))
-            pixels = self._read_level(level, x, y, *level_size)
-            image = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
+            image = self._read_resampled(level, x, y, width, height, ds / level_ds)
 
         if magnification is None and self.objective_power is not None:
             magnification = self.objective_power / ds
@@ -348,10 +377,49 @@ class Slide:
         limit = ds * (1 + _LEVEL_TOLERANCE)
         return max(i for i, level_ds in enumerate(self.level_downsamples) if i == 0 or level_ds <= limit)
 
+    def _read_resampled(self, level: int, x: int, y: int, width: int, height: int, scale: float) -> np.ndarray:
+        """``width`` x ``height`` output pixels from ``level``, ``scale`` level pixels per output
+        pixel, read and shrunk (``cv2.INTER_AREA``) in blocks of at most ``_MAX_CHUNK_PIXELS``
+        level pixels. Blocks meet on output-pixel edges, so with an integer ``scale`` the result
+        equals shrinking the whole region at once."""
+        level_ds = self.level_downsamples[level]
+        rows = max(1, int(_MAX_CHUNK_PIXELS**0.5 / scale))
+        columns = max(1, int(_MAX_CHUNK_PIXELS / (scale * scale * rows)))
+        image = np.empty((height, width, 3), np.uint8)
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            y0, y1 = round(top * scale), max(round(top * scale) + 1, round(bottom * scale))
+            for left in range(0, width, columns):
+                right = min(width, left + columns)
+                x0, x1 = round(left * scale), max(round(left * scale) + 1, round(right * scale))
+                pixels = self._read_level(
+                    level, x + round(x0 * level_ds), y + round(y0 * level_ds), x1 - x0, y1 - y0
+                )
+                image[top:bottom, left:right] = cv2.resize(
+                    pixels, (right - left, bottom - top), interpolation=cv2.INTER_AREA
+                )
+        return image
+
     def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB pixels of ``level`` starting at level-0 ``(x, y)``, ``width`` x ``height`` level pixels."""
-        rgba = np.asarray(self._reader.read_region((x, y), level, (width, height)))
+        try:
+            rgba = np.asarray(self._reader.read_region((x, y), level, (width, height)))
+        except openslide.OpenSlideError as error:
+            # OpenSlide handles stay broken after an error: reopen so other regions still read.
+            self._reader = _open_reader(self.path, self.max_image_pixels)
+            raise SlideError(
+                f"{self.path}: cannot read the {width}x{height} region at level-0 ({x}, {y}), level "
+                f"{level} ({error}); the slide's tile data is corrupt there, so copy or export the "
+                "file again (other regions can still be read)"
+            ) from None
         return _over_background(rgba, self._background)
+
+    def _check_pixels(self, pixels: int, what: str) -> None:
+        if self.max_image_pixels is not None and pixels > self.max_image_pixels:
+            raise SlideError(
+                f"{what} of {self.path.name} has {pixels:,} pixels, more than the limit of "
+                f"{self.max_image_pixels:,}; {_LIMIT_HINT}"
+            )
 
     def _resolution_hint(self) -> str:
         if self.mpp is not None:
@@ -375,7 +443,33 @@ def detect_tissue(image: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disc).astype(bool)
 
 
-def _open_reader(path: Path) -> openslide.AbstractSlide:
+_LIMIT_HINT = (
+    f"pass max_image_pixels=None (or a larger number) to open_slide, or set ${MAX_IMAGE_PIXELS_ENV}"
+    "=none, if you trust the file and have the memory"
+)
+
+
+def _pixel_limit(value: PixelLimit) -> int | None:
+    """The pixel limit an ``open_slide(max_image_pixels=...)`` argument stands for."""
+    if value == "env":
+        text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_IMAGE_PIXELS
+        if text.lower() == "none":
+            return None
+        try:
+            value = int(float(text))
+        except ValueError:
+            raise ValueError(
+                f"${MAX_IMAGE_PIXELS_ENV}={text!r} is not a number of pixels; set it to e.g. "
+                f"{DEFAULT_MAX_IMAGE_PIXELS} or to 'none' to remove the limit"
+            ) from None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"max_image_pixels must be a positive integer, None or 'env', got {value!r}")
+    return value
+
+
+def _open_reader(path: Path, max_pixels: int | None) -> openslide.AbstractSlide:
     """An OpenSlide reader for slides, or an in-memory ImageSlide for plain images."""
     vendor = openslide.OpenSlide.detect_format(path)
     if vendor is not None:
@@ -386,7 +480,29 @@ def _open_reader(path: Path) -> openslide.AbstractSlide:
                 f"{path} looks like a {vendor} slide but OpenSlide cannot read it ({error}); "
                 "the file may be truncated or corrupt"
             ) from error
-    pixels = _read_image(path)
+    description = _tiff_description(path)
+    if path.suffix.lower() in _SLIDE_ONLY_SUFFIXES or description.startswith("Aperio"):
+        raise SlideError(
+            f"{path} looks like a whole-slide image ({'Aperio' if description else path.suffix}) but OpenSlide "
+            "cannot read it: the file is probably truncated or corrupt (an interrupted copy or "
+            f"download); copy it again from the scanner or the original source. Supported: {SUPPORTED_FORMATS}"
+        )
+    pixels_in_header = _header_pixels(path)
+    if max_pixels is not None and pixels_in_header is not None and pixels_in_header > max_pixels:
+        size = "more than PIL's limit of" if math.isinf(pixels_in_header) else f"{pixels_in_header:,}"
+        raise SlideError(
+            f"{path} is a plain image of {size} pixels, more than the limit of {max_pixels:,} "
+            f"that is decoded into memory (a possible decompression bomb); {_LIMIT_HINT}"
+        )
+    try:
+        pixels = _read_image(path)
+    except SlideError:
+        raise
+    except Exception as error:  # OpenCV, tifffile and imagecodecs raise their own types
+        raise SlideError(
+            f"{path} cannot be decoded ({type(error).__name__}: {str(error).strip()[:200]}); it is "
+            "probably truncated or corrupt: copy it again"
+        ) from None
     if pixels is None:
         raise SlideError(
             f"{path} ({path.stat().st_size} bytes) is neither a slide OpenSlide can open nor an image "
@@ -394,6 +510,35 @@ def _open_reader(path: Path) -> openslide.AbstractSlide:
             f"{SUPPORTED_FORMATS}"
         )
     return openslide.ImageSlide(Image.fromarray(pixels))
+
+
+def _tiff_description(path: Path) -> str:
+    """The first page's ImageDescription of a TIFF file ('' when none or not a TIFF)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages.first.description or ""
+    except Exception:  # not a TIFF, or a header too damaged to say
+        return ""
+
+
+def _header_pixels(path: Path) -> float | None:
+    """Pixel count that a plain image's header claims, read without decoding: ``inf`` when
+    PIL itself refuses the size, None when neither tifffile nor PIL understands the header."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            return page.imagewidth * page.imagelength
+    except Exception:
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.width * image.height
+    except Image.DecompressionBombError:
+        return math.inf
+    except Exception:
+        return None
 
 
 def _read_image(path: Path) -> np.ndarray | None:

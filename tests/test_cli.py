@@ -66,5 +66,5 @@ def test_checkpoints_lists_the_official_files(tmp_path, capsys, monkeypatch):
     (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"x")
     assert main(["checkpoints"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any("vit_b" in line and "present" in line for line in lines)
+    assert any("vit_b" in line and "damaged" in line for line in lines)  # 1 byte: not the real file
     assert any("vit_h" in line and "missing" in line and "dl.fbaipublicfiles.com" in line for line in lines)

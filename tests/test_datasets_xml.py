@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from histoclick.datasets.camelyon16 import Camelyon16Dataset, read_asap_xml
+from histoclick.datasets.camelyon16 import Camelyon16Dataset, read_asap_annotations, read_asap_xml
 from histoclick.datasets.paip import PaipDataset, read_imagescope_xml
 
 
@@ -42,12 +42,19 @@ def test_asap_groups_tumour_and_hole(tmp_path):
         asap_annotation("Tumor", rect(0, 0, 100, 100), order=[2, 0, 3, 1]),  # shuffled Order
         asap_annotation("_1", rect(200, 0, 210, 10)),
         asap_annotation("_2", rect(20, 20, 40, 40)),
-        asap_annotation("None", rect(300, 300, 400, 400)),  # not a tumour group: ignored
+        asap_annotation("Exclusion", rect(60, 60, 70, 70)),  # named exclusion group: a hole too
+        asap_annotation("None", rect(300, 300, 400, 400)),  # not a tumour group: warned, unused
         asap_annotation("Tumor", [(5, 5), (6, 6)]),  # two vertices: no area, ignored
     )
-    region = read_asap_xml(path)
-    assert region.area == pytest.approx(100 * 100 - 20 * 20 + 10 * 10)
+    with pytest.warns(UserWarning, match="groups 'None' \\(1 polygons\\) are neither tumour"):
+        annotations = read_asap_annotations(path)
+    region = annotations.tumour
+    assert region.area == pytest.approx(100 * 100 - 20 * 20 - 10 * 10 + 10 * 10)
     assert not region.contains(_point(30, 30)) and region.contains(_point(10, 10))
+    assert not region.contains(_point(65, 65))
+    assert annotations.exclusion.area == pytest.approx(20 * 20 + 10 * 10)
+    with pytest.warns(UserWarning, match="'None'"):
+        assert read_asap_xml(path).equals(region)
 
 
 def _point(x, y):
@@ -56,7 +63,7 @@ def _point(x, y):
     return Point(x, y)
 
 
-def test_camelyon16_tile_rasterises_the_hole(tmp_path, synthetic_slide):
+def test_camelyon16_tile_rasterises_the_hole_as_ignored(tmp_path, synthetic_slide):
     # synthetic_slide: 2048x1536 level-0 pixels at 40x, so x10 tiles have downsample 4.
     slides, annotations = tmp_path / "slides", tmp_path / "annotations"
     slides.mkdir()
@@ -66,10 +73,11 @@ def test_camelyon16_tile_rasterises_the_hole(tmp_path, synthetic_slide):
     write_asap(
         annotations / "tumor_001.xml",
         asap_annotation("Tumor", rect(400, 400, 1200, 1000)),
-        asap_annotation("_2", rect(600, 600, 800, 800)),
+        asap_annotation("Exclusion", rect(600, 600, 800, 800)),
         asap_annotation("_0", rect(1800, 1300, 1810, 1310)),  # 100 px^2 = 6 tile px: too small
     )
-    dataset = Camelyon16Dataset(slides, annotations, tile_size=128)
+    dataset = Camelyon16Dataset(slides, annotations, tile_size=128, protocol="tiles")
+    assert list(dataset.dropped) == [str(slides / "normal_001.tif")]
     # Centroid of the square minus its hole: x = (480000*800 - 40000*700) / 440000 = 809.09,
     # y = 700; the tile spans 128*4 = 512 level-0 pixels, so its origin is (553, 444).
     assert dataset.sample_ids == ["tumor_001@553,444"]
@@ -77,10 +85,11 @@ def test_camelyon16_tile_rasterises_the_hole(tmp_path, synthetic_slide):
     assert sample.image.shape == (128, 128, 3) and sample.image.dtype == np.uint8
     assert sample.meta["downsample"] == 4.0 and sample.meta["origin"] == (553, 444)
     # Pixel (i, j) has its centre at level 0 (555 + 4j, 446 + 4i): the hole 600..800 covers
-    # columns 12..61 and rows 39..88; everything else in the tile is tumour.
-    expected = np.ones((128, 128), bool)
-    expected[39:89, 12:62] = False
-    np.testing.assert_array_equal(sample.gt, expected)
+    # columns 12..61 and rows 39..88: not tumour and ignored; everything else is tumour.
+    hole = np.zeros((128, 128), bool)
+    hole[39:89, 12:62] = True
+    np.testing.assert_array_equal(sample.gt, ~hole)
+    np.testing.assert_array_equal(sample.ignore, hole)
 
 
 def imagescope(regions_by_id):
@@ -114,7 +123,7 @@ def test_paip_mask_tiffs_give_the_same_tiles_as_the_level0_mask(tmp_path, synthe
     case.mkdir()
     shutil.copy(synthetic_slide.path, case / "01_01_0083.svs")
     tifffile.imwrite(case / "01_01_0083_whole.tif", synthetic_slide.mask.astype(np.uint8))
-    dataset = PaipDataset(tmp_path, source="mask", tile_size=64, tiles_per_slide=2)
+    dataset = PaipDataset(tmp_path, source="mask", tile_size=64, tiles_per_slide=2, protocol="tiles")
     assert 1 <= len(dataset) <= 2
     for sample in dataset:
         x0, y0 = (int(v) for v in sample.meta["origin"])

@@ -39,17 +39,14 @@ def reference_frame() -> gpd.GeoDataFrame:
             "is_locked": [False, True, False],
             "measurements": [
                 {"histoclick clicks": 4.0, "histoclick predicted IoU": 0.93},
-                {"nan": math.nan, "inf": math.inf, "-inf": -math.inf},
+                {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "kept": 1.5},
                 {},
             ],
+            "object_color": [None, (1, 2, 3), (250, 0, 250)],
+            "metadata": [{"source": "histoclick", "model": "vit_b"}, {}, {"x": ""}],
+            "plane": [None, {"c": -1, "z": 3, "t": 1}, None],
         },
         geometry=[HOLED, TWO_PARTS, box(0, 0, 1, 1)],
-    )
-
-
-def same_measurements(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == b[k] for k in a
     )
 
 
@@ -74,8 +71,11 @@ def test_round_trip_is_exact(tmp_path):
     assert list(back["name"]) == ["tumour 1", None, "odd"]
     assert list(back["is_locked"]) == [False, True, False]
     assert list(back["object_type"]) == ["annotation"] * 3
-    for a, b in zip(frame["measurements"], back["measurements"]):
-        assert same_measurements(a, b)
+    assert list(back["object_color"]) == [None, (1, 2, 3), (250, 0, 250)]
+    assert list(back["metadata"]) == list(frame["metadata"])
+    assert list(back["plane"]) == [None, {"c": -1, "z": 3, "t": 1}, None]
+    finite = [{k: v for k, v in m.items() if math.isfinite(v)} for m in frame["measurements"]]
+    assert list(back["measurements"]) == finite  # NaN and infinities are left out (docstring)
 
 
 def test_features_follow_qupath_import_rules(tmp_path):
@@ -97,7 +97,9 @@ def test_features_follow_qupath_import_rules(tmp_path):
     first, second, third = document["features"]
     assert "isLocked" not in first["properties"] and second["properties"]["isLocked"] is True
     assert "classification" not in third["properties"]  # unclassified: no classification at all
-    assert second["properties"]["measurements"] == {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+    assert second["properties"]["measurements"] == {"kept": 1.5}  # non-finite ones left out
+    assert second["properties"]["color"] == [1, 2, 3] and "color" not in first["properties"]
+    assert second["geometry"]["plane"] == {"c": -1, "z": 3, "t": 1}
     assert first["geometry"]["type"] == "Polygon" and len(first["geometry"]["coordinates"]) == 2
     assert second["geometry"]["type"] == "MultiPolygon"
 
@@ -190,7 +192,8 @@ def test_write_replaces_the_file_in_one_rename(tmp_path):
         # A rename leaves the open (old) file intact; an in-place rewrite would change it.
         assert len(json.loads(reader_of_old_file.read())["features"]) == 1
     assert len(read_geojson(path)) == 50
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.geojson"]  # no temporary file left
+    # No temporary file left; the (empty) lock file of the writers stays.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.geojson.lock", "a.geojson"]
 
 
 def test_append_keeps_the_users_features_untouched(tmp_path):
@@ -217,6 +220,24 @@ def test_append_keeps_the_users_features_untouched(tmp_path):
 
     fresh = write_geojson([box(0, 0, 1, 1)], tmp_path / "new.geojson", mode="append")
     assert len(read_geojson(fresh)) == 1  # append creates a missing file
+
+
+def test_replace_rewrites_only_the_feature_with_the_same_id(tmp_path):
+    """The widget grows one object across viewports: the same UUID is rewritten, in its place."""
+    path = tmp_path / "objects.geojson"
+    write_geojson([(box(0, 0, 10, 10), "Stroma"), (box(20, 0, 30, 10), "Tumor")], path)
+    before = json.loads(path.read_text())["features"]
+    grown = read_geojson(path).iloc[[1]].copy()
+    grown.geometry = [box(20, 0, 50, 10)]
+    write_geojson(grown, path, mode="replace")
+    after = json.loads(path.read_text())["features"]
+    assert after[0] == before[0]
+    assert after[1]["id"] == before[1]["id"] and len(after) == 2
+    assert shapely.geometry.shape(after[1]["geometry"]).area == 300
+    write_geojson([(box(60, 0, 70, 10), "Tumor")], path, mode="replace")  # a new id is appended
+    assert len(read_geojson(path)) == 3
+    with pytest.raises(ValueError, match="choose one"):
+        write_geojson(grown, path, mode="replace", overwrite=True)
 
 
 @pytest.mark.parametrize("downsample", [1.0, 2.0, 4.0, 16.0, 0.5])
@@ -263,7 +284,9 @@ def test_annotation_fields_reach_the_file(tmp_path):
     tile = Tile(np.zeros((6, 6, 3), np.uint8), (100.0, 200.0), 2.0)
     frame = read_geojson(write_geojson([annotation], tmp_path / "a.geojson", tile=tile))
     row = frame.iloc[0]
-    assert (row["name"], row["classification"], row["color"]) == ("first", "Tumor", (9, 8, 7))
+    assert (row["name"], row["classification"]) == ("first", "Tumor")
+    # Annotation.color is the object's own colour; the class keeps QuPath's colour for Tumor.
+    assert (row["object_color"], row["color"]) == ((9, 8, 7), (200, 0, 0))
     assert row["is_locked"]
     assert row["measurements"] == {"histoclick clicks": 3.0, "histoclick predicted IoU": 0.875}
     assert len(select_classes(frame, "Tumor")) == 1 and select_classes(frame, ["Stroma"]).empty

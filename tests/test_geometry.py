@@ -102,3 +102,67 @@ def test_mask_must_be_2d(bad):
 def test_downsample_must_be_positive(downsample):
     with pytest.raises(ValueError, match="downsample"):
         mask_to_geometry(np.ones((2, 2)), downsample=downsample)
+
+
+def _block_with_specks() -> np.ndarray:
+    mask = np.zeros((64, 64), bool)
+    mask[4:34, 4:34] = True
+    mask[40::3, 1::3] = True  # 168 isolated one-pixel specks: each costs 5 vertices, simplified or not
+    return mask
+
+
+def test_vertex_bound_terminates_when_parts_cannot_be_simplified():
+    """Used to loop forever: specks cannot be simplified below 5 vertices each."""
+    bounded = mask_to_geometry(_block_with_specks(), max_vertices=20)
+    assert shapely.get_num_coordinates(bounded) <= 20
+    assert bounded.equals(MultiPolygon([box(4, 4, 34, 34)]))
+
+
+def test_dropping_specks_keeps_the_remaining_outlines_exact():
+    mask = _block_with_specks()
+    mask[10:14, 10:20] = False  # a 40-pixel hole survives; the specks go first
+    bounded = mask_to_geometry(mask, max_vertices=12)
+    assert bounded.equals(MultiPolygon([Polygon(box(4, 4, 34, 34).exterior, [box(10, 10, 20, 14).exterior])]))
+
+
+def test_unreachable_vertex_bound_is_a_clear_error():
+    # GEOS's topology-preserving simplification stops at 4 corners for this snake-like outline.
+    snake = np.array(
+        [
+            [1, 0, 1, 1, 0, 0, 1, 1],
+            [0, 1, 0, 1, 0, 0, 1, 0],
+            [0, 1, 0, 0, 1, 1, 0, 0],
+            [1, 1, 0, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 0, 0, 0, 1],
+            [0, 1, 0, 1, 0, 1, 1, 0],
+            [1, 0, 0, 1, 0, 1, 0, 1],
+            [1, 0, 0, 1, 1, 0, 0, 1],
+        ],
+        bool,
+    )
+    with pytest.raises(ValueError, match="max_vertices=4.*larger max_vertices"):
+        mask_to_geometry(snake, max_vertices=4)
+
+
+def test_checkerboard_squares_touching_at_corners_are_separate_valid_parts():
+    checkerboard = (np.indices((64, 64)).sum(axis=0) % 2).astype(bool)
+    geometry = mask_to_geometry(checkerboard, (10, 20), 2.0)
+    assert geometry.is_valid and len(geometry.geoms) == 64 * 64 // 2
+    np.testing.assert_array_equal(geometry_to_mask(geometry, (64, 64), (10, 20), 2.0), checkerboard)
+
+
+def test_outline_touching_itself_at_a_corner_gives_a_hole_touching_the_shell():
+    mask = np.array(
+        [
+            [1, 1, 1, 0],
+            [1, 0, 0, 1],  # the ring closes only through the corner between (0, 2) and (1, 3)
+            [1, 0, 0, 1],
+            [1, 1, 1, 1],
+        ],
+        bool,
+    )
+    geometry = mask_to_geometry(mask)
+    assert geometry.is_valid and len(geometry.geoms) == 1
+    (polygon,) = geometry.geoms
+    assert len(polygon.interiors) == 1 and Polygon(polygon.interiors[0]).area == 4
+    np.testing.assert_array_equal(geometry_to_mask(geometry, mask.shape), mask)

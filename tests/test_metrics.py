@@ -111,3 +111,58 @@ def test_run_sample_refuses_empty_gt():
     sample = Sample("empty", np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="empty ground truth"):
         run_sample(ClickedSquares(), sample)
+
+
+def test_boundary_f_against_hand_counted_boundaries():
+    from histoclick.evaluation import boundary_f
+
+    gt = np.zeros((12, 16), bool)
+    gt[0:10, 0:10] = True  # boundary: 36 pixels (the image border counts as outside)
+    pred = np.zeros_like(gt)
+    pred[0:10, 3:13] = True  # the same square 3 px to the right
+    # Tolerance 0: only the 7 + 7 shared pixels of the top and bottom rows match, both ways.
+    assert boundary_f(gt, pred, 0) == pytest.approx(14 / 36)
+    # Tolerance 2.9: pred's column 12 (10 px, 3 px from gt's column 9) and rows 3..6 of its
+    # column 3 (3 px from gt's column 0 and from the top/bottom rows) miss: 22 of 36, both ways.
+    assert boundary_f(gt, pred, 2.9) == pytest.approx(22 / 36)
+    assert boundary_f(gt, pred, 3) == 1.0
+    assert boundary_f(gt, np.zeros_like(gt), 3) == 0.0
+    assert boundary_f(np.zeros_like(gt), np.zeros_like(gt), 3) == 1.0
+    ignore = np.zeros_like(gt)
+    ignore[:, 11:] = True  # hides pred's column 12 and (0, 11), (9, 11): 20 of 24 match now
+    precision, recall = 20 / 24, 22 / 36
+    assert boundary_f(gt, pred, 2.9, ignore) == pytest.approx(2 * precision * recall / (precision + recall))
+
+
+def test_miou_auc_and_harmful_click_rate():
+    from histoclick.evaluation import harmful_click_rate, miou_auc
+
+    assert miou_auc([0.5, 0.7, 0.9]) == pytest.approx(((0.5 + 0.7) / 2 + (0.7 + 0.9) / 2) / 2)
+    assert miou_auc([0.4]) == pytest.approx(0.4)
+    assert harmful_click_rate([[0.5, 0.4, 0.6], [0.9]]) == 0.5  # one drop in two later clicks
+    assert harmful_click_rate([[0.5, 0.5, 0.6]]) == 0.0  # an unchanged IoU is not harmful
+    assert np.isnan(harmful_click_rate([[0.9], [0.8]]))
+
+
+def test_bootstrap_resamples_slides_not_tiles():
+    from histoclick.evaluation import slide_bootstrap_ci
+
+    # Slide A: three tiles of NoC 1; slide B: two tiles of NoC 5. Resampling the two slides gives
+    # means 1 (A, A: p = 1/4), 13/5 (A, B) or 5 (B, B: p = 1/4): the 95% interval is [1, 5].
+    values, slides = [1, 1, 1, 5, 5], ["A", "A", "A", "B", "B"]
+    assert slide_bootstrap_ci(values, slides) == (1.0, 5.0)
+    assert slide_bootstrap_ci(values, slides) == slide_bootstrap_ci(values, slides)  # fixed seed
+    # Resampling the five tiles instead would never give 1.0 exactly so often: a narrower interval.
+    low, high = slide_bootstrap_ci(values, [f"tile {i}" for i in range(5)])
+    assert 1.0 <= low < high <= 5.0 and (low, high) != (1.0, 5.0)
+    assert all(np.isnan(slide_bootstrap_ci(values, ["A"] * 5)))
+
+
+def test_paired_wilcoxon_exact_p_values():
+    from histoclick.evaluation import paired_wilcoxon
+
+    better = np.arange(1, 11)
+    worse = better + np.arange(1, 11)  # ten positive differences of distinct sizes
+    assert paired_wilcoxon(worse, better) == pytest.approx(2 / 2**10)  # exact two-sided
+    assert paired_wilcoxon(better, better) == 1.0
+    assert np.isnan(paired_wilcoxon([], []))

@@ -144,3 +144,40 @@ def test_unreachable_download_is_one_clear_line(tmp_path):
     assert "could not download http://127.0.0.1:9/sam.pth" in str(info.value)
     assert "\n" not in str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_checkpoints_command_flags_a_partial_official_file(tmp_path, monkeypatch, capsys):
+    """Used to list any file with the right name as present, even a half-finished copy."""
+    from histoclick.cli import main
+
+    official = OFFICIAL_CHECKPOINTS["vit_b"]
+    (tmp_path / official.filename).write_bytes(b"\x80\x02" + bytes(4096))
+    monkeypatch.setenv("HISTOCLICK_CHECKPOINT_DIR", str(tmp_path))
+    assert main(["checkpoints"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.split()[:1] == ["vit_b"]]
+    assert "damaged" in line and "present" not in line and "verified" not in line
+    assert "checkpoints --download vit_b" in out and "4,098 bytes" in out
+    assert any("vit_h" in line and "missing" in line for line in out.splitlines())
+
+
+def test_checkpoint_paths_expand_the_home_folder(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    saved = save_state_dict(load_model("vit_tiny", device="cpu", seed=3), "~/models/tiny.pth")
+    assert saved == tmp_path / "models" / "tiny.pth" and not (tmp_path / "~").exists()
+    assert load_model("~/models/tiny.pth", device="cpu").name == "vit_tiny"
+    assert load_model("vit_tiny", device="cpu", checkpoint="~/models/tiny.pth").name == "vit_tiny"
+
+
+def test_empty_and_bit_flipped_header_checkpoints_are_clear_errors(tiny_checkpoint, tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pth.*truncated"):
+        load_model(empty)
+    flipped = tmp_path / "flipped.pth"
+    data = bytearray(tiny_checkpoint.read_bytes())
+    data[:4] = b"XXXX"  # the zip signature
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="flipped.pth.*truncated"):
+        load_model(flipped)

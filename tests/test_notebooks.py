@@ -97,7 +97,7 @@ def test_01_zero_shot_comparison_with_defaults(tmp_path, monkeypatch):
     notebook = run_notebook("01_zero_shot_comparison.ipynb", tmp_path, monkeypatch)
     summary = pd.read_csv(tmp_path / "zero_shot_results" / "summary.csv", index_col=[0, 1])
     assert list(summary.index) == [
-        ("synthetic", "sam:vit_tiny"), ("synthetic", "region_growing"), ("synthetic", "grabcut")
+        ("synthetic", "sam:vit_tiny@random-seed-0"), ("synthetic", "region_growing"), ("synthetic", "grabcut")
     ]
     assert summary["NoC@90"].between(1, 5).all()  # max_clicks = 5 by default
     records = pd.read_csv(tmp_path / "zero_shot_results" / "records.csv")
@@ -123,10 +123,11 @@ def test_01_on_camelyon16_mini(tmp_path, monkeypatch, shared_data):
 
 
 @pytest.mark.slow
-def test_02_finetuning_scenarios_with_defaults(tmp_path, monkeypatch):
+def test_02_finetuning_scenarios_with_defaults_in_one_epoch(tmp_path, monkeypatch):
     from histoclick import load_model
 
-    notebook = run_notebook("02_finetuning_scenarios.ipynb", tmp_path, monkeypatch)
+    # One epoch instead of the notebook's two: the same cells, half of CI's longest test.
+    notebook = run_notebook("02_finetuning_scenarios.ipynb", tmp_path, monkeypatch, epochs=1)
     (run_dir,) = (tmp_path / "finetuning_runs").iterdir()
     for scenario in ("md", "ie_md", "whole", "enhanced"):
         load_model(run_dir / scenario / "best.pt", device="cpu")  # every checkpoint loads back
@@ -134,7 +135,7 @@ def test_02_finetuning_scenarios_with_defaults(tmp_path, monkeypatch):
     methods = ["zero-shot", "SAM^MD", "SAM^IE_MD", "SAM^Whole", "Ours (enhanced)"]
     assert list(summary.index) == [
         (dataset, method)
-        for dataset in ("synthetic (held out)", "synthetic-384px")
+        for dataset in ("synthetic (test)", "synthetic-384px")
         for method in methods
     ]
     assert _images(notebook) == 2  # the cost bar chart and the mIoU curves
@@ -149,11 +150,33 @@ def test_02_generalising_to_camelyon16_mini(tmp_path, monkeypatch, shared_data):
         second_data=str(shared_data / "camelyon16_mini"),
         scenarios=["md", "enhanced"],
         eval_limit=1,
+        epochs=1,
     )
     (run_dir,) = (tmp_path / "finetuning_runs").iterdir()
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv", index_col=[0, 1])
     assert set(summary.index) == {
         (dataset, method)
-        for dataset in ("synthetic (held out)", "camelyon16_mini")
+        for dataset in ("synthetic (test)", "camelyon16_mini")
         for method in ("zero-shot", "SAM^MD", "Ours (enhanced)")
     }
+
+
+@pytest.mark.slow
+def test_04_online_adaptation_static_vs_adaptive(tmp_path, monkeypatch):
+    notebook = run_notebook("04_online_adaptation.ipynb", tmp_path, monkeypatch)
+    summary = pd.read_csv(tmp_path / "adaptive_run" / "adaptive_summary.csv", index_col=0)
+    assert list(summary.index) == ["static", "adaptive"]
+    assert summary["NoC@90"].between(1, 2).all()  # max_clicks = 2 by default
+    samples = pd.read_csv(tmp_path / "adaptive_run" / "adaptive_samples.csv")
+    assert len(samples) == 4 and (samples["accepted"] == "gt").all()
+    assert _images(notebook) == 1  # NoC@90 along the sequence
+
+
+@pytest.mark.slow
+def test_04_on_camelyon16_mini(tmp_path, monkeypatch, shared_data):
+    run_notebook(
+        "04_online_adaptation.ipynb", tmp_path, monkeypatch,
+        adapt_data=str(shared_data / "camelyon16_mini"), n_samples=2, max_clicks=1,
+    )
+    samples = pd.read_csv(tmp_path / "adaptive_run" / "adaptive_samples.csv")
+    assert len(samples) == 2 and samples["adopted"].notna().all()

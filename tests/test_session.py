@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import shapely
 import torch
 
 from histoclick import ClickSession, Tile, load_model
@@ -119,3 +120,82 @@ def test_damaged_cache_entry_is_recomputed(model, image, tmp_path):
     recomputed = ClickSession(model, image, cache_dir=tmp_path).embedding.features
     assert torch.allclose(reference, recomputed)
     assert torch.load(entry, weights_only=True)["features"].shape == (1, 256, 64, 64)
+
+
+def _array_bytes(root) -> int:
+    """Bytes of every numpy array and torch tensor reachable from ``root`` (each buffer once)."""
+    import gc
+
+    seen, buffers, stack = set(), {}, [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, torch.nn.Module)) or callable(obj):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            base = obj
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            buffers[base.__array_interface__["data"][0]] = base.nbytes
+        elif isinstance(obj, torch.Tensor):
+            buffers[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
+        else:
+            stack.extend(gc.get_referents(obj))
+    return sum(buffers.values())
+
+
+def test_past_clicks_keep_only_low_resolution_logits(model):
+    """Used to keep every click's full-resolution logits and mask (77 MB per click at 4000^2)."""
+    image = make_tile(seed=2, size=640)[0]
+    session = ClickSession(model, image)
+    for x, y in [(100, 100), (300, 200), (500, 500), (200, 400), (50, 600)]:
+        session.click(x, y)
+    past = _array_bytes(session.results[:-1])
+    # Per past click: 256 KiB of low-res logits and the mask packed to one bit per pixel.
+    assert past <= 4 * (256 * 256 * 4 + 640 * 640 // 8 + 1024)
+    current = _array_bytes(session.last)
+    assert current >= 640 * 640 * 4  # the current prediction keeps its full-resolution logits
+
+
+def test_undone_prediction_is_restored(model, image):
+    session = ClickSession(model, image)
+    first = session.click(40, 60)
+    logits, mask = first.logits.copy(), first.mask.copy()
+    session.click(90, 120)
+    assert session.undo() is first
+    np.testing.assert_array_equal(first.mask, mask)  # unpacked: exact
+    np.testing.assert_allclose(first.logits, logits, rtol=0, atol=1e-6)  # upsampled again
+
+
+@pytest.mark.parametrize("positive", [2, -1, "yes", None, 0.5])
+def test_click_label_must_be_a_bool(model, image, positive):
+    """positive=2 used to reach SAM, which reads it as a padding label and ignores the click."""
+    session = ClickSession(model, image)
+    with pytest.raises(ValueError, match="is_positive must be True/False"):
+        session.click(40, 60, positive=positive)
+    assert session.clicks == []
+
+
+@pytest.mark.parametrize("x, y", [(float("nan"), 10), (10, float("inf")), (float("-inf"), 5)])
+def test_click_coordinates_must_be_finite(model, image, x, y):
+    session = ClickSession(model, image)
+    with pytest.raises(ValueError, match="finite number of tile pixels"):
+        session.click(x, y)
+    assert session.clicks == []
+
+
+def test_zero_and_one_labels_are_clicks(model, image):
+    session = ClickSession(model, image)
+    session.click(40, 60, positive=1)
+    session.click(90, 120, positive=np.False_)
+    assert [c.is_positive for c in session.clicks] == [True, False]
+
+
+def test_readme_geometry_with_a_vertex_bound_returns(model):
+    """The README's ``session.geometry(max_vertices=2000)`` used to loop forever after one click."""
+    session = ClickSession(model, make_tile(seed=0, size=512)[0])
+    session.click(256, 256)
+    exact = session.geometry()
+    bounded = session.geometry(max_vertices=2000)
+    assert shapely.get_num_coordinates(exact) > 2000  # random weights: a speckled mask
+    assert shapely.get_num_coordinates(bounded) <= 2000 and bounded.is_valid

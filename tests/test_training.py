@@ -13,8 +13,9 @@ import torch
 from histoclick import ClickSession, load_model
 from histoclick.cli import finetune as finetune_cli
 from histoclick.datasets.synthetic import make_tile, write_sample
+from histoclick.evaluation.naming import method_name
 from histoclick.models import CheckpointError, save_state_dict
-from histoclick.models.enhanced_decoder import ACTIVATIONS, NORMS, EnhancedMaskDecoder
+from histoclick.models.enhanced_decoder import ACTIVATIONS, NORMS, EnhancedDecoderConfig, EnhancedMaskDecoder
 from histoclick.training import (
     LOSSES,
     SCENARIOS,
@@ -26,9 +27,14 @@ from histoclick.training import (
     next_training_click,
     normalized_focal_loss,
 )
+from histoclick.training.clicks import FIRST_CLICKS
 from histoclick.training.data import AUGMENTATIONS, low_res_target
 from histoclick.training.loop import ClickTrainingModel, batch_loss, training_step
 from histoclick.training.scenarios import frozen_encoder
+
+
+# A small enhanced decoder for speed where its default shape is not what a test is about.
+LIGHT = EnhancedDecoderConfig(width=8, heads=2, attention_dim=32, kv_pool=2)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,7 @@ UNREACHED = {
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_one_step_changes_trainable_tensors_only(scenario, pairs):
     model = tiny()
-    trainable = set(apply_scenario(model, scenario))
+    trainable = set(apply_scenario(model, scenario, LIGHT))
     config = FinetuneConfig(scenario=scenario, lr=1e-3)
     data = TrainingData(TileSet.from_pairs(pairs[:1]), model, frozen_encoder=frozen_encoder(scenario))
     batch = torch.utils.data.default_collate([data[0]])
@@ -98,18 +104,23 @@ def test_one_step_changes_trainable_tensors_only(scenario, pairs):
         changed = not torch.equal(tensor, after[name])
         if name not in trainable:  # frozen parameters and buffers
             assert not changed, name
-        elif params[name].grad is not None:
+        elif params[name].grad is not None and params[name].grad.any():
             assert changed, name
+        elif params[name].grad is not None and scenario == "enhanced" and name.startswith(
+            ("mask_decoder.global_attention.", "mask_decoder.refinement.")
+        ):  # behind the enhanced decoder's zero-start layers: no gradient on the first step
+            assert not params[name].grad.any(), name
         else:
             assert any(name.startswith(f"{prefix}.") for prefix in UNREACHED), name
-    if scenario == "enhanced":
-        assert all(not torch.equal(before[n], after[n]) for n in trainable)
+    if scenario == "enhanced":  # the additions start at zero and move on the first step
+        for name in ("global_attention.out_proj.weight", "refinement.6.weight"):
+            assert not torch.equal(before[f"mask_decoder.{name}"], after[f"mask_decoder.{name}"])
 
 
 def test_a_few_steps_reduce_the_loss_on_a_fixed_set(pairs):
     model = tiny()
     torch.manual_seed(0)  # the enhanced decoder's new layers start from torch's default init
-    apply_scenario(model, "enhanced")
+    apply_scenario(model, "enhanced", LIGHT)
     config = FinetuneConfig(scenario="enhanced", lr=1e-3, grad_clip=0)
     data = TrainingData(TileSet.from_pairs(pairs[:2]), model, frozen_encoder=True)
     batch = torch.utils.data.default_collate([data[0], data[1]])
@@ -124,7 +135,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_set(pairs):
     initial = loss()
     for _ in range(3):
         training_step(net, optimizer, batch, 0, np.random.default_rng(7), config)
-    assert loss() < 0.9 * initial
+    assert loss() < 0.95 * initial
 
 
 def test_normalized_focal_loss_matches_hand_computation():
@@ -186,12 +197,15 @@ def test_low_res_target_follows_sams_resize_and_padding():
 def test_split_keeps_groups_together():
     ids = [f"slide{k}_{i}" for k in range(5) for i in range(4)]
     tiles = TileSet(tuple(ids), tuple(i.split("_")[0] for i in ids), lambda i: None)
-    train, val = tiles.split(0.3, seed=1)
-    assert not set(train.groups) & set(val.groups)
-    assert len(train) + len(val) == 20 and len(val) >= 6
-    assert tiles.split(0.3, seed=1)[1].ids == val.ids
-    with pytest.raises(ValueError, match="one group"):
+    train, val, test = tiles.split(0.3, 0.2, seed=1)
+    assert not set(train.groups) & set(val.groups) and not set(test.groups) & (set(train.groups) | set(val.groups))
+    assert len(train) + len(val) + len(test) == 20 and len(val) >= 6 and len(test) >= 4
+    assert tiles.split(0.3, 0.2, seed=1)[1].ids == val.ids
+    assert len(tiles.split(0.3, seed=1)[2]) == 0
+    with pytest.raises(ValueError, match="belong to 1 group"):
         TileSet(("a", "b"), ("s", "s"), lambda i: None).split(0.5)
+    with pytest.raises(ValueError, match="need 3 groups"):
+        TileSet(("a", "b"), ("s", "t"), lambda i: None).split(0.3, 0.3)
 
 
 def test_dihedral_augmentation_caches_one_embedding_per_variant(pairs, tmp_path):
@@ -212,8 +226,10 @@ def test_dihedral_augmentation_caches_one_embedding_per_variant(pairs, tmp_path)
 def test_checkpoint_round_trip_resume_and_base_verification(pairs, tmp_path):
     base_path = save_state_dict(load_model("vit_tiny", device="cpu", seed=3), tmp_path / "base.pth")
     model = load_model(base_path, device="cpu")
+    base_identity = model.identity
     config = FinetuneConfig(
-        scenario="enhanced", epochs=1, augment="none", max_extra_clicks=0, val_fraction=0
+        scenario="enhanced", epochs=1, augment="none", max_extra_clicks=0, val_fraction=0, test_fraction=0,
+        enhanced=LIGHT,
     )
     run = tmp_path / "run"
     result = finetune(model, TileSet.from_pairs(pairs[:1]), run, config, progress=False)
@@ -222,9 +238,9 @@ def test_checkpoint_round_trip_resume_and_base_verification(pairs, tmp_path):
     assert content["histoclick"]["base"]["sha256"] == hashlib.sha256(base_path.read_bytes()).hexdigest()
 
     loaded = load_model(result.best, device="cpu")
-    assert isinstance(loaded.sam.mask_decoder, EnhancedMaskDecoder) and loaded.identity != model.identity
+    assert isinstance(loaded.sam.mask_decoder, EnhancedMaskDecoder) and loaded.identity != base_identity
     # The encoder stayed frozen: embeddings cached for the base serve the fine-tuned model too.
-    assert loaded.encoder_identity == model.identity
+    assert loaded.encoder_identity == result.model.encoder_identity == base_identity
     image = pairs[2][0]
     sessions = [ClickSession(m, image) for m in (result.model, loaded)]
     for x, y, positive in ((60, 64, True), (20, 100, False)):
@@ -262,21 +278,23 @@ def test_cli_trains_and_writes_a_loadable_checkpoint(tmp_path):
     args = parser.parse_args([
         "finetune", "--data", str(data), "--out", str(tmp_path / "run"), "--base", "vit_tiny",
         "--scenario", "md", "--epochs", "1", "--batch-size", "2", "--augment", "none",
-        "--val-fraction", "0.3", "--max-extra-clicks", "0", "--device", "cpu", "--eval-max-clicks", "2",
+        "--val-fraction", "0.3", "--test-fraction", "0.3", "--max-extra-clicks", "0", "--device", "cpu",
+        "--eval-max-clicks", "2", "--val-clicks", "2",
     ])
     assert args.func(args) == 0
     model = load_model(tmp_path / "run" / "best.pt", device="cpu")
     assert model.name == "vit_tiny"
     with open(tmp_path / "run" / "split.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["subset"] for r in rows].count("train") == 2
-    val_id = next(r["id"] for r in rows if r["subset"] == "val")
-    # The NoC evaluation ran on the held-out tile, for the result and its base.
+    assert sorted(r["subset"] for r in rows) == ["test", "train", "val"]
+    test_id = next(r["id"] for r in rows if r["subset"] == "test")
+    # The NoC evaluation ran on the test tile (not the validation tile that chose best.pt),
+    # for the result and its base.
     with open(tmp_path / "run" / "evaluation" / "records.csv") as f:
         records = list(csv.DictReader(f))
     finetuned = load_model(tmp_path / "run" / "best.pt", device="cpu")
-    assert {r["method"] for r in records} == {f"sam:md@{finetuned.identity[-8:]}", "sam:vit_tiny (base)"}
-    assert {r["sample"] for r in records} == {val_id} and len(records) == 4
+    assert {r["method"] for r in records} == {method_name(finetuned, "md"), "sam:vit_tiny@random-seed-0"}
+    assert {r["sample"] for r in records} == {test_id} and len(records) == 4
 
 
 def test_cli_choices_and_defaults_match_the_library():
@@ -284,10 +302,11 @@ def test_cli_choices_and_defaults_match_the_library():
     finetune_cli.register(parser.add_subparsers())
     args = parser.parse_args(["finetune", "--data", "d", "--out", "o"])
     config = FinetuneConfig()
-    for option in ("scenario", "batch_size", "lr", "max_extra_clicks", "loss", "augment", "val_fraction", "seed"):
+    for option in ("scenario", "batch_size", "lr", "max_extra_clicks", "first_clicks", "loss", "augment", "val_fraction",
+                   "test_fraction", "val_clicks", "seed"):
         assert getattr(args, option) == getattr(config, option), option
-    for option in ("width", "heads", "norm", "activation"):
+    for option in ("width", "heads", "attention_dim", "kv_pool", "norm", "activation"):
         assert getattr(args, option) == getattr(config.enhanced, option), option
     assert finetune_cli.SCENARIOS == SCENARIOS and finetune_cli.LOSSES == tuple(LOSSES)
-    assert finetune_cli.AUGMENTATIONS == tuple(AUGMENTATIONS)
+    assert finetune_cli.AUGMENTATIONS == tuple(AUGMENTATIONS) and finetune_cli.FIRST_CLICKS == FIRST_CLICKS
     assert finetune_cli.NORMS == NORMS and finetune_cli.ACTIVATIONS == tuple(ACTIVATIONS)

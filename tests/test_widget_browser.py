@@ -3,14 +3,17 @@
 Voila (started here on 127.0.0.1) runs a notebook written into tmp_path that shows the widget on
 the synthetic slide with vit_tiny; Playwright drives Debian's /usr/bin/chromium (never a
 downloaded browser). The kernel writes ``widget.state()`` to a JSON file after every redraw, which
-is how the test sees the kernel-side session. Without chromium or playwright the test is skipped,
-except under CI (the CI variable set), where it fails instead.
+is how the test sees the kernel-side session. A second widget below it runs a weight-free
+baseline (region growing) with its image at a fractional CSS offset, where Chromium's whole-pixel
+mouse coordinates used to put clicks one pixel off. Without chromium or playwright the test is
+skipped, except under CI (the CI variable set), where it fails instead.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import socket
@@ -36,6 +39,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SIZE, DISPLAY = 256, 384  # tile pixels, CSS pixels: the page shows the tile scaled by 1.5
+FRACTIONAL_MARGIN = "0.1px 0px 0px 0.1px"  # puts the baseline's image at fractional CSS offsets
 IMAGE = "img.widget-image"
 
 
@@ -57,24 +61,33 @@ def browser_tools():
         pytest.skip(message)
 
 
-def write_notebook(path: Path, slide: Path, geojson: Path, state: Path) -> None:
+def write_notebook(
+    path: Path, slide: Path, geojson: Path, state: Path, baseline_geojson: Path, baseline_state: Path
+) -> None:
     source = f"""\
 import json
+from functools import partial
+import ipywidgets
 from histoclick import load_model
+from histoclick.evaluation.baselines import RegionGrowing
 from histoclick.files import atomic_path
 from histoclick.widgets import ClickWidget
 
 model = load_model("vit_tiny", device="cpu")
 widget = ClickWidget({str(slide)!r}, model, geojson={str(geojson)!r}, magnification=10,
-                     origin=(0, 0), size={SIZE}, display_width={DISPLAY})
+                     origin=(0, 0), size={SIZE}, display_width={DISPLAY}, outline_tolerance=None)
+baseline = ClickWidget({str(slide)!r}, RegionGrowing(), geojson={str(baseline_geojson)!r},
+                       magnification=10, origin=(0, 0), size={SIZE}, display_width={DISPLAY})
+baseline.image.layout.margin = "{FRACTIONAL_MARGIN}"
 
-def dump_state(w):
-    with atomic_path({str(state)!r}) as tmp:
+def dump_state(path, w):
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(w.state()))
 
-widget.on_update(dump_state)
-dump_state(widget)
-widget"""
+for w, path in ((widget, {str(state)!r}), (baseline, {str(baseline_state)!r})):
+    w.on_update(partial(dump_state, path))
+    dump_state(path, w)
+ipywidgets.VBox([widget, baseline])"""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     notebook.metadata["kernelspec"] = {
         "name": "python3",
@@ -180,19 +193,28 @@ ARM_ROUND_TRIP = """(selector) => {
   });
 }"""
 
-READ_PIXELS = """async ([selector, x, y]) => {
-  const img = document.querySelector(selector);
+READ_PIXELS = """async ([selector, index, x, y, color]) => {
+  const img = document.querySelectorAll(selector)[index];
   await img.decode();
   const canvas = document.createElement('canvas');
   canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
   const context = canvas.getContext('2d');
   context.drawImage(img, 0, 0);
   const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
-  let hash = 0;
+  let hash = 0, count = 0;
   for (let i = 0; i < data.length; i++) hash = (Math.imul(hash, 31) + data[i]) >>> 0;
+  for (let i = 0; i < data.length; i += 4)
+    if (data[i] === color[0] && data[i + 1] === color[1] && data[i + 2] === color[2]) count++;
   const at = (y * canvas.width + x) * 4;
-  return {hash, width: canvas.width, height: canvas.height, pixel: [data[at], data[at + 1], data[at + 2]]};
+  return {hash, count, width: canvas.width, height: canvas.height,
+          pixel: [data[at], data[at + 1], data[at + 2]]};
 }"""
+
+
+def read_pixels(page, index: int = 0, x: int = 0, y: int = 0, color=(0, 0, 0)) -> dict:
+    """The ``index``-th widget image as the page shows it: a hash of its pixels, the pixel at
+    ``(x, y)`` and how many pixels are exactly ``color``."""
+    return page.evaluate(READ_PIXELS, [IMAGE, index, x, y, list(color)])
 
 
 def click_tile_pixel(page, box: dict, column: int, row: int, button: str) -> None:
@@ -201,6 +223,17 @@ def click_tile_pixel(page, box: dict, column: int, row: int, button: str) -> Non
     page.mouse.click(
         box["x"] + (column + 0.5) * scale_x, box["y"] + (row + 0.5) * scale_y, button=button
     )
+
+
+def misplaced_before(start: float, size: float, pixels: range) -> list[int]:
+    """Tile pixels whose centre the old maths (truncated client coordinate minus the image's
+    edge, no correction) put on another pixel, for an image edge at CSS ``start``."""
+    scale = size / SIZE
+    return [
+        p
+        for p in pixels
+        if math.floor((math.floor(start + (p + 0.5) * scale) - start) / scale) != p
+    ]
 
 
 def timed_click(page, box, column, row, button) -> float:
@@ -227,7 +260,15 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
         tmp_path / "state.json",
         tmp_path / "voila.log",
     )
-    write_notebook(root / "widget.ipynb", synthetic_slide.path, geojson, state_file)
+    baseline_geojson, baseline_state = tmp_path / "baseline.geojson", tmp_path / "baseline.json"
+    write_notebook(
+        root / "widget.ipynb",
+        synthetic_slide.path,
+        geojson,
+        state_file,
+        baseline_geojson,
+        baseline_state,
+    )
     port = free_port()
     started = time.monotonic()
     server = start_voila(root, port, log)
@@ -242,12 +283,12 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
                     viewport={"width": 1280, "height": 900}, device_scale_factor=1
                 )
                 page.goto(f"http://127.0.0.1:{port}/voila/render/widget.ipynb", timeout=180_000)
-                image = page.locator(IMAGE)
+                image = page.locator(IMAGE).first
                 image.wait_for(state="visible", timeout=180_000)
                 wait_for_state(state_file, lambda s: s["clicks"] == [], "the widget ready")
                 box = image.bounding_box()
                 assert round(box["width"]) == DISPLAY  # shown scaled: the click maths must undo it
-                before = page.evaluate(READ_PIXELS, [IMAGE, 0, 0])
+                before = read_pixels(page)
                 assert (before["width"], before["height"]) == (SIZE, SIZE)
 
                 # Left click: a positive click at the tile pixel under the pointer.
@@ -256,7 +297,7 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
                     state_file, lambda s: len(s["clicks"]) == 1, "the left click"
                 )
                 assert state["clicks"] == [{"x": 66, "y": 133, "positive": True}]
-                after = page.evaluate(READ_PIXELS, [IMAGE, 68, 135])
+                after = read_pixels(page, 0, 68, 135)
                 assert after["hash"] != before["hash"], "the overlay in the page did not change"
                 assert near(after["pixel"], POSITIVE_COLOR), after["pixel"]
                 left = state
@@ -268,34 +309,69 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
                 )
                 assert state["clicks"][1] == {"x": 200, "y": 20, "positive": False}
                 right = state
-                assert near(page.evaluate(READ_PIXELS, [IMAGE, 202, 22])["pixel"], NEGATIVE_COLOR)
+                assert near(read_pixels(page, 0, 202, 22)["pixel"], NEGATIVE_COLOR)
 
-                page.get_by_role("button", name="Undo").click()
+                page.get_by_role("button", name="Undo").first.click()
                 state = wait_for_state(state_file, lambda s: len(s["clicks"]) == 1, "the undo")
                 assert state["clicks"] == [{"x": 66, "y": 133, "positive": True}]
                 mask_pixels = state["mask_pixels"]
                 assert mask_pixels > 0
 
-                page.locator(".widget-dropdown", has_text="Class").locator("select").select_option(
+                page.locator(".widget-dropdown", has_text="Class").first.locator("select").select_option(
                     "Stroma"
                 )
-                page.get_by_role("button", name="Accept").click()
-                state = wait_for_state(
-                    state_file, lambda s: s["saved"] == 1 or s["open_sides"], "the accept"
+                # Accept writes the object at once, even when it runs on into a neighbour.
+                page.get_by_role("button", name="Accept").first.click()
+                state = wait_for_state(state_file, lambda s: s["saved"] == 1, "the accept")
+                assert state["pending_parts"] == 0 and state["object_id"] is not None
+
+                # The baseline widget, its image at fractional CSS offsets: a click on a pixel
+                # centre that the old maths put one pixel off lands on that pixel.
+                baseline_image = page.locator(IMAGE).nth(1)
+                baseline_image.scroll_into_view_if_needed()
+                wait_for_state(baseline_state, lambda s: s["clicks"] == [], "the baseline ready")
+                fbox = baseline_image.bounding_box()
+                rows = misplaced_before(fbox["y"], fbox["height"], range(100, 160))
+                columns = misplaced_before(fbox["x"], fbox["width"], range(100, 160)) or [130]
+                assert rows, f"the image's top edge {fbox['y']} is not at a telling fraction"
+                click_tile_pixel(page, fbox, columns[0], rows[0], "left")
+                baseline = wait_for_state(
+                    baseline_state, lambda s: len(s["clicks"]) == 1, "the baseline click"
                 )
-                if state[
-                    "open_sides"
-                ]:  # the mask ran into a neighbouring viewport: save it as it is
-                    page.get_by_role("button", name="Save now").click()
-                    state = wait_for_state(state_file, lambda s: s["saved"] == 1, "the save")
+                assert baseline["clicks"] == [{"x": columns[0], "y": rows[0], "positive": True}]
+                assert baseline["method"] == "region_growing" and baseline["mask_pixels"] > 0
+                # Opacity, typed into the slider's readout: at 1 the mask is solid class colour
+                # (all but the click marker), at the default 0.4 only its edge is.
+                color, baseline_pixels = baseline["mask_color"], baseline["mask_pixels"]
+                edge_only = read_pixels(page, 1, color=color)["count"]
+                assert 0 < edge_only < baseline_pixels / 2
+                slider = page.locator(".widget-slider", has_text="Opacity").nth(1)
+                slider.hover()  # away from the image: keys go to the readout, not the shortcuts
+                slider.locator(".widget-readout").fill("1")
+                slider.locator(".widget-readout").press("Enter")
+                wait_for_state(baseline_state, lambda s: s["mask_opacity"] == 1.0, "the opacity")
+                deadline = time.monotonic() + 30
+                marker = 13 * 13  # the click marker's box: a disc of radius 4 + 1 at 256 pixels
+                while (solid := read_pixels(page, 1, color=color)["count"]) < baseline_pixels - marker:
+                    assert time.monotonic() < deadline, (solid, baseline_pixels)
+                    time.sleep(0.05)
+
+                # A keyboard shortcut: Enter accepts while the pointer is over the image.
+                baseline_image.hover()
+                page.keyboard.press("Enter")
+                wait_for_state(baseline_state, lambda s: s["saved"] == 1, "Enter (accept)")
             finally:
                 browser.close()
     finally:
         stop(server)
     total = time.monotonic() - started
 
+    (from_baseline,) = read_geojson(baseline_geojson).itertuples()
+    assert from_baseline.name == "histoclick region_growing" and from_baseline.geometry.area > 0
+
     frame = read_geojson(geojson)
     assert len(frame) == 1 and frame["classification"].iloc[0] == "Stroma"
+    assert frame["id"].iloc[0] == state["object_id"]
     geometry = frame.geometry.iloc[0]
     downsample = state["viewport"]["downsample"]
     assert downsample == 4.0

@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoints",
         help="list, download and verify official SAM checkpoints",
         description="Official SAM checkpoints live in $HISTOCLICK_CHECKPOINT_DIR "
-        "(default ~/.cache/histoclick/checkpoints) and are verified by SHA-256 before use.",
+        "(default ~/.cache/histoclick/checkpoints) and are verified by SHA-256 before use. "
+        "Each file is listed as verified, damaged (partial or corrupt) or missing.",
     )
     parser.add_argument(
         "--download", nargs="+", default=[], metavar="VARIANT", choices=["vit_b", "vit_l", "vit_h"],
@@ -20,13 +21,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from histoclick.models import OFFICIAL_CHECKPOINTS, checkpoint_dir, official_checkpoint
+    from histoclick.models import OFFICIAL_CHECKPOINTS, checkpoint_dir, official_checkpoint, sha256_of
 
     for variant in args.download:
         print(f"{variant}: {official_checkpoint(variant)} (SHA-256 verified)")
     directory = checkpoint_dir()
     print(f"checkpoint directory: {directory}")
     for official in OFFICIAL_CHECKPOINTS.values():
-        state = "present" if (directory / official.filename).exists() else "missing"
+        path = directory / official.filename
+        if not path.is_file():
+            state = "missing"
+        elif sha256_of(path) == official.sha256:
+            state = "verified"
+        else:  # a partial copy or download, or a damaged file: it would be refused when loaded
+            state = "damaged"
         print(f"  {official.variant:6} {official.filename:22} {state:8} {official.url}")
+        if state == "damaged":
+            print(
+                f"         {path} ({path.stat().st_size:,} bytes) does not match the published "
+                f"SHA-256: delete it and run `histoclick checkpoints --download {official.variant}`"
+            )
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from histoclick.cli.data_args import add_dataset_arguments, evaluation_datasets
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,26 +17,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    data = parser.add_argument_group("datasets (at least one)")
-    data.add_argument(
-        "--data", type=Path, nargs="+", default=[], metavar="DIR",
-        help="folders with images/ and masks/<same stem>.png (non-zero = object)",
-    )
-    data.add_argument(
-        "--camelyon16", type=Path, nargs=2, metavar=("SLIDES", "ANNOTATIONS"),
-        help="CAMELYON16 slides folder and ASAP XML folder (tiles at x10)",
-    )
-    data.add_argument(
-        "--paip", type=Path, metavar="DIR",
-        help="PAIP 2019 folder: <id>.svs with <id>.xml (tiles at x5)",
-    )
-    data.add_argument("--tile-size", type=int, default=512, help="slide tile side in pixels")
-    data.add_argument(
-        "--tiles-per-slide", type=int, default=None, help="largest tumour regions kept per slide"
-    )
+    add_dataset_arguments(parser, training=False)
     parser.add_argument(
         "--methods", nargs="+", default=["region_growing", "grabcut"], metavar="NAME",
-        help="region_growing, grabcut, sam:vit_b, sam:vit_l, sam:vit_h, sam:vit_tiny, sam:PATH",
+        help="region_growing, grabcut, sam:vit_b, sam:vit_l, sam:vit_h, sam:vit_tiny, sam:PATH, "
+        "and the study's peers ritm:CKPT, focalclick:CKPT, simpleclick:CKPT (with --isegm-root)",
+    )
+    parser.add_argument(
+        "--isegm-root", nargs="+", default=None, metavar="[PROJECT=]DIR",
+        help="for ritm:/focalclick:/simpleclick: a checkout of the project (the folder holding "
+        "isegm/), or one per project: ritm=DIR focalclick=DIR simpleclick=DIR; default "
+        "$HISTOCLICK_<PROJECT>_ROOT, then $HISTOCLICK_ISEGM_ROOT",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumed if present)")
     parser.add_argument("--max-clicks", type=int, default=20, help="simulated clicks per sample")
@@ -43,21 +36,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop a sample once its IoU reaches this (default: always run --max-clicks)",
     )
     parser.add_argument("--limit", type=int, default=None, help="first N samples of each dataset")
+    parser.add_argument(
+        "--boundary-um", type=float, default=5.0,
+        help="boundary F-score tolerance in micrometres (needs the samples' mpp)",
+    )
     parser.add_argument("--device", default="auto", help="torch device for SAM: auto, cpu, cuda, mps")
     parser.add_argument("--cache-dir", type=Path, default=None, help="SAM embedding cache folder")
     parser.add_argument("--no-plot", action="store_true", help="skip the mIoU PNG")
+    parser.add_argument(
+        "--adapt", choices=("md", "enhanced"), default=None,
+        help="online adaptation: annotate in order, refit the decoder after each sample, and "
+        "compare NoC with the static model (one sam: method; see histoclick.adaptation.protocol)",
+    )
+    parser.add_argument("--adapt-seed", type=int, default=0, help="seed of the online adaptation")
+    parser.add_argument("--adapt-steps", type=int, default=20, help="optimizer steps per refit")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from histoclick.evaluation import evaluate, make_method
 
-    datasets = _datasets(args)
-    if not datasets:
-        raise ValueError(
-            "give at least one dataset: --data DIR, --camelyon16 SLIDES ANNOTATIONS or --paip DIR"
-        )
-    methods = [make_method(spec, device=args.device, cache_dir=args.cache_dir) for spec in args.methods]
+    datasets = evaluation_datasets(args)
+    if args.adapt:
+        from histoclick.adaptation.protocol import run_from_args
+
+        return run_from_args(args, datasets)
+    roots = _isegm_roots(args.isegm_root)
+    methods = [
+        make_method(spec, device=args.device, cache_dir=args.cache_dir, isegm_root=roots)
+        for spec in args.methods
+    ]
     evaluate(
         methods,
         datasets,
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         max_clicks=args.max_clicks,
         target_iou=args.target_iou,
         limit=args.limit,
+        boundary_um=args.boundary_um,
         plot=not args.no_plot,
     )
     print(f"per-click records: {args.out / 'records.csv'}")
@@ -74,17 +83,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _datasets(args: argparse.Namespace) -> list:
-    from histoclick.datasets.folders import FolderDataset
-
-    datasets = [FolderDataset(path) for path in args.data]
-    tiles = {"tile_size": args.tile_size, "tiles_per_slide": args.tiles_per_slide}
-    if args.camelyon16:
-        from histoclick.datasets.camelyon16 import Camelyon16Dataset
-
-        datasets.append(Camelyon16Dataset(*args.camelyon16, **tiles))
-    if args.paip:
-        from histoclick.datasets.paip import PaipDataset
-
-        datasets.append(PaipDataset(args.paip, **tiles))
-    return datasets
+def _isegm_roots(values: list[str] | None) -> dict[str, str] | str | None:
+    """``--isegm-root``: one DIR for every peer, or ``PROJECT=DIR`` entries."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    roots = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep:
+            raise ValueError(
+                f"--isegm-root {' '.join(values)}: give one DIR, or PROJECT=DIR for each project "
+                "(ritm=DIR focalclick=DIR simpleclick=DIR)"
+            )
+        roots[name] = folder
+    return roots

@@ -1,9 +1,10 @@
 """``histoclick finetune``: fine-tune SAM (or train the enhanced decoder) on a folder of tiles.
 
 The folder holds ``images/<id>.(jpg|png|tif)`` and ``masks/<id>.png`` (non-zero = object), like
-``camelyon16_mini``. Writes ``best.pt``, ``last.pt``, ``log.csv`` and ``split.csv`` to ``--out``,
-then runs the NoC protocol on the held-out tiles for the result and its base SAM
-(``OUT/evaluation``). ``histoclick.load_model(OUT/best.pt)``, ``ClickSession`` and
+``camelyon16_mini``. Tiles are split by slide into train, validation (which selects ``best.pt``
+with a click loop) and test. Writes ``best.pt``, ``last.pt``, ``log.csv`` and ``split.csv`` to
+``--out`` (refusing a folder that holds a run, unless ``--resume`` or ``--overwrite``), then runs
+the NoC protocol on the test tiles for the result and its base SAM (``OUT/evaluation``). ``histoclick.load_model(OUT/best.pt)``, ``ClickSession`` and
 ``histoclick evaluate --methods sam:OUT/best.pt`` use the result. Several GPUs::
 
     torchrun --nproc_per_node=4 --no-python histoclick finetune --data DIR --out runs/md
@@ -12,13 +13,17 @@ then runs the NoC protocol on the held-out tiles for the result and its base SAM
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from histoclick.cli.data_args import add_dataset_arguments, training_dataset
 
 
 # Choices and defaults are spelled out so that building the parser does not import torch;
 # tests/test_training.py checks them against FinetuneConfig and the library's names.
 SCENARIOS = ("md", "ie_md", "whole", "enhanced")
 LOSSES = ("nfl", "dice", "bce")
+FIRST_CLICKS = ("multipoint", "single")
 AUGMENTATIONS = ("none", "dihedral")
 NORMS = ("layer", "group", "none")
 ACTIVATIONS = ("gelu", "relu", "silu")
@@ -34,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "enhanced mask decoder alone). Under torchrun it trains on all GPUs with DDP.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data", type=Path, required=True, help="folder with images/ and masks/")
+    add_dataset_arguments(parser, training=True)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--scenario", choices=SCENARIOS, default="md", help="what is trained")
     parser.add_argument(
@@ -46,26 +51,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (cosine decay)")
     parser.add_argument("--max-extra-clicks", type=int, default=3,
                         help="clicks after the first, drawn in 0..N per batch")
+    parser.add_argument("--first-clicks", choices=FIRST_CLICKS, default="multipoint",
+                        help="first clicks: RITM's multi-point sampler (positives and negatives) or one positive")
     parser.add_argument("--loss", choices=LOSSES, default="nfl", help="mask loss")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default="dihedral",
                         help="random rotation/flip per tile and epoch, or none")
     parser.add_argument("--val-fraction", type=float, default=0.2,
-                        help="share of tiles held out for validation (whole groups)")
+                        help="share of tiles held out for validation: checkpoint selection (whole groups)")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share of tiles held out for the reported test results (whole groups)")
+    parser.add_argument("--val-clicks", type=int, default=5,
+                        help="clicks per validation tile in the click loop that selects best.pt")
     parser.add_argument("--group-pattern", metavar="REGEX",
                         help="regex whose first group in a tile id names its slide, e.g. '^(.+?)_' "
-                        "(default: every tile is its own group)")
+                        "(default: the part before '@' or '/', else every tile is its own group)")
     parser.add_argument("--seed", type=int, default=0, help="seed of split, clicks, augmentation")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     parser.add_argument("--cache-dir", type=Path, help="embedding cache (default OUT/embeddings)")
     parser.add_argument("--resume", type=Path, metavar="LAST_PT",
                         help="continue a run from its last.pt (its settings and base are reused)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (its best.pt, last.pt and log.csv)")
     enhanced = parser.add_argument_group("enhanced decoder (scenario enhanced)")
-    enhanced.add_argument("--width", type=int, default=16, help="channels C of the conv blocks")
-    enhanced.add_argument("--heads", type=int, default=2, help="heads of the global self-attention")
+    enhanced.add_argument("--width", type=int, default=32, help="channels C of the refinement's conv blocks")
+    enhanced.add_argument("--heads", type=int, default=8, help="heads of the global self-attention")
+    enhanced.add_argument("--attention-dim", type=int, default=256,
+                          help="query/key/value width of the global self-attention")
+    enhanced.add_argument("--kv-pool", type=int, default=1,
+                          help="average-pool keys and values over NxN image tokens (1: full attention)")
     enhanced.add_argument("--norm", choices=NORMS, default="layer", help="normalisation")
     enhanced.add_argument("--activation", choices=ACTIVATIONS, default="gelu", help="activation")
     parser.add_argument("--no-eval", action="store_true",
-                        help="skip the NoC evaluation of the result and its base on the held-out tiles")
+                        help="skip the NoC evaluation of the result and its base on the test tiles")
     parser.add_argument("--eval-max-clicks", type=int, default=20, help="clicks per tile in the evaluation")
     parser.set_defaults(func=run)
 
@@ -75,36 +92,45 @@ def run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from histoclick.datasets.folders import FolderDataset
-    from histoclick.models import load_model
-    from histoclick.models.checkpoints import read_checkpoint
+    from histoclick.models.checkpoints import CheckpointError, read_checkpoint
     from histoclick.models.enhanced_decoder import EnhancedDecoderConfig
-    from histoclick.training.checkpoint import load_base
+    from histoclick.models.finetuned import is_finetuned, read_metadata
+    from histoclick.models.loading import load_base, load_model
     from histoclick.training.data import TileSet
     from histoclick.training.loop import FinetuneConfig, distributed_device, finetune
 
     device = distributed_device(args.device)
     if args.resume is not None:
-        meta = read_checkpoint(args.resume).get("histoclick")
-        if not isinstance(meta, dict):
-            raise ValueError(f"{args.resume} is not a histoclick fine-tuning checkpoint: pass a last.pt")
-        config = FinetuneConfig.from_dict(meta["config"])
-        model = load_base(meta["base"], args.resume, device)
+        content = read_checkpoint(args.resume)
+        if not is_finetuned(content):
+            raise CheckpointError(f"{args.resume} is not a histoclick fine-tuning checkpoint: pass a last.pt")
+        meta = read_metadata(args.resume, content)
+        config = FinetuneConfig.from_dict(meta.config, args.resume)
+        model = load_base(meta.base, args.resume, device)
     else:
         enhanced = EnhancedDecoderConfig(
-            width=args.width, heads=args.heads, norm=args.norm, activation=args.activation
+            width=args.width, heads=args.heads, attention_dim=args.attention_dim, kv_pool=args.kv_pool,
+            norm=args.norm, activation=args.activation,
         )
         config = FinetuneConfig(
             scenario=args.scenario, batch_size=args.batch_size, lr=args.lr,
-            max_extra_clicks=args.max_extra_clicks, loss=args.loss, augment=args.augment,
-            val_fraction=args.val_fraction, seed=args.seed, enhanced=enhanced,
+            max_extra_clicks=args.max_extra_clicks, first_clicks=args.first_clicks, loss=args.loss,
+            augment=args.augment,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+            val_clicks=args.val_clicks, seed=args.seed, enhanced=enhanced,
         )
         model = load_model(args.base, device)
     if args.epochs is not None:
         config = dataclasses.replace(config, epochs=args.epochs)
 
-    tiles = TileSet.from_dataset(FolderDataset(args.data), args.group_pattern)
-    result = finetune(model, tiles, args.out, config, resume=args.resume, cache_dir=args.cache_dir)
+    tiles = TileSet.from_dataset(training_dataset(args), args.group_pattern)
+    try:
+        result = finetune(
+            model, tiles, args.out, config, resume=args.resume, overwrite=args.overwrite, cache_dir=args.cache_dir
+        )
+    except (FileExistsError, NotADirectoryError, FloatingPointError) as err:  # a refused folder, a divergence
+        print(f"histoclick finetune: error: {err}", file=sys.stderr)
+        return 1
     if dist.is_available() and dist.is_initialized():
         rank = dist.get_rank()
         dist.destroy_process_group()
@@ -113,34 +139,34 @@ def run(args: argparse.Namespace) -> int:
     last = result.history[-1] if result.history else {}
     metrics = ", ".join(
         f"{name.replace('_', ' ')} {last[name]:.4f}"
-        for name in ("train_loss", "train_iou", "val_loss", "val_iou") if last.get(name) is not None
+        for name in ("train_loss", "train_iou", "val_miou", "val_noc85") if last.get(name) is not None
     )
-    print(f"trained {config.scenario} on {len(result.train)} tiles ({len(result.val)} held out); "
-          f"last epoch: {metrics or 'none run'}")
-    print(f"best checkpoint: {result.best}\nresumable: {result.last}\nlog: {result.log}")
-    if not args.no_eval and len(result.val):
-        _evaluate(result.best, args, result.val.ids)
+    print(f"trained {config.scenario} on {len(result.train)} tiles ({len(result.val)} validation, "
+          f"{len(result.test)} test); last epoch: {metrics or 'none run'}")
+    print(f"best checkpoint (epoch {result.best_epoch}, by validation click loop): {result.best}\n"
+          f"resumable: {result.last}\nlog: {result.log}")
+    if not args.no_eval and len(result.test):
+        _evaluate(result.best, args, result.test.ids)
     return 0
 
 
-def _evaluate(checkpoint: Path, args: argparse.Namespace, val_ids: tuple[str, ...]) -> None:
-    """NoC evaluation of the best checkpoint and of its base SAM on the held-out tiles, with the
-    evaluation runner (tables and records in ``OUT/evaluation``, resumable)."""
-    from histoclick.datasets.folders import FolderDataset
+def _evaluate(checkpoint: Path, args: argparse.Namespace, test_ids: tuple[str, ...]) -> None:
+    """NoC evaluation of the best checkpoint and of its base SAM on the test tiles (never the
+    validation tiles that chose it), with the evaluation runner (``OUT/evaluation``, resumable)."""
     from histoclick.evaluation import SamMethod, Subset, evaluate
-    from histoclick.models import load_model
+    from histoclick.evaluation.naming import method_name
     from histoclick.models.checkpoints import read_checkpoint
-    from histoclick.training.checkpoint import load_base
+    from histoclick.models.loading import load_base, load_model
 
     cache_dir = args.cache_dir or args.out / "embeddings"
     meta = read_checkpoint(checkpoint)["histoclick"]
     finetuned = load_model(checkpoint, device=args.device)
     base = load_base(meta["base"], checkpoint, finetuned.device)
     methods = [
-        # The digest in the name keeps a retrained model's records apart from earlier ones.
-        SamMethod(finetuned, name=f"sam:{meta['scenario']}@{finetuned.identity[-8:]}", cache_dir=cache_dir),
-        SamMethod(base, name=f"sam:{meta['base']['variant']} (base)", cache_dir=cache_dir),
+        # Named as everywhere (histoclick.evaluation.naming): sam:vit_b+md@1a2b3c4d, sam:vit_b@ec2df627.
+        SamMethod(finetuned, name=method_name(finetuned, meta["scenario"]), cache_dir=cache_dir),
+        SamMethod(base, cache_dir=cache_dir),
     ]
-    folder = FolderDataset(args.data)
-    held_out = Subset(folder, val_ids, name=f"{folder.name}-val")
+    folder = training_dataset(args)
+    held_out = Subset(folder, test_ids, name=f"{folder.name}-test")
     evaluate(methods, held_out, args.out / "evaluation", max_clicks=args.eval_max_clicks)

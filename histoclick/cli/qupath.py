@@ -1,8 +1,11 @@
 """``histoclick qupath list|export|import``: QuPath projects from the command line (needs QuPath).
 
-- ``list PROJECT``: the project's images with size, pyramid downsamples and slide path.
-- ``export PROJECT OUTPUT``: annotations as QuPath GeoJSON, one file per image (OUTPUT is a folder)
-  or one image to one ``.geojson`` file.
+- ``list PROJECT``: the project's images with size, pyramid downsamples and URI; entries histoclick
+  cannot read (OMERO, rotated, missing file, ...) are listed with the reason.
+- ``export PROJECT OUTPUT``: annotations as QuPath GeoJSON, one file per image (OUTPUT is a folder;
+  files named ``<image name>-<entry id>.geojson``, :mod:`histoclick.qupath.naming`, as the Groovy
+  scripts name them) or one image to one ``.geojson`` file. A file written earlier in the same run
+  is never overwritten.
 - ``import PROJECT GEOJSON --image IMAGE``: add a histoclick GeoJSON's annotations to an image;
   its data folder is backed up first and existing objects are left untouched.
 """
@@ -30,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("project", type=Path, help="project folder or project.qpproj")
     export.add_argument(
         "output", type=Path,
-        help="a folder (one <image name>.geojson per image) or a .geojson file (one --image)",
+        help="a folder (one <image name>-<entry id>.geojson per image) or a .geojson file (one --image)",
     )
     export.add_argument(
         "--image", action="append", metavar="IMAGE",
@@ -73,17 +76,17 @@ def _list(args: argparse.Namespace) -> int:
     project = open_project(args.project, mode="r")
     print(f"{project.path}: {len(project.paquo.images)} images")
     for image in project.images:
-        state = "ok" if image.is_readable() else "MISSING"
-        downsamples = ", ".join(f"{d:g}" for d in image.downsamples)
-        print(
-            f"  [{image.index}] {image.name}  {image.width}x{image.height}  "
-            f"downsamples {downsamples}  {state} {image.slide_path}"
-        )
+        size = f"{image.width}x{image.height}" if image.width is not None else "size unknown"
+        downsamples = ", ".join(f"{d:g}" for d in image.downsamples or [])
+        problem = image.problem
+        state = "ok" if problem is None else f"UNREADABLE ({problem})"
+        print(f"  [{image.index}] {image.name}  {size}  downsamples {downsamples}  {state} {' '.join(image.uris)}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from histoclick.qupath import open_project, write_geojson
+    from histoclick.qupath.naming import entry_file_stem
 
     project = open_project(args.project, mode="r")
     images = project.images if not args.image else [project.image(_key(k)) for k in args.image]
@@ -93,10 +96,16 @@ def _export(args: argparse.Namespace) -> int:
             f"{args.output} is a file but {len(images)} images are selected; pass one --image "
             "or give a folder"
         )
+    written: dict[Path, str] = {}
     for image in images:
-        target = args.output if to_file else args.output / f"{Path(image.name).stem}.geojson"
+        target = args.output if to_file else args.output / f"{entry_file_stem(image.name, image.entry_id)}.geojson"
+        if target in written:  # the same image selected twice
+            raise FileExistsError(
+                f"{target} was written for {written[target]} earlier in this run; select each image once"
+            )
         frame = image.annotations(args.classes)
         write_geojson(frame, target, overwrite=args.overwrite)
+        written[target] = repr(image.name)
         print(f"{image.name}: {len(frame)} annotations -> {target}")
     return 0
 

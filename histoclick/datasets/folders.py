@@ -1,7 +1,8 @@
 """Folders of image / mask pairs, laid out like ``camelyon16_mini``.
 
 ``root/images/<stem>.(jpg|jpeg|png|tif|tiff)`` holds RGB tiles and ``root/masks/<stem>.png`` the
-matching single-channel masks (non-zero, normally 255 = tumour; 0 = background), same size.
+matching single-channel masks (non-zero, normally 255 = tumour; 0 = background), same size. A
+mask may hold one label per object (1..n, 8 or 16 bit) for the ``instances`` object mode.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from histoclick.evaluation.protocol import Dataset, Sample
 
@@ -24,7 +26,7 @@ class FolderDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, name: str | None = None) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         images_dir, masks_dir = self.root / "images", self.root / "masks"
         if not images_dir.is_dir() or not masks_dir.is_dir():
             raise FileNotFoundError(
@@ -49,16 +51,10 @@ class FolderDataset(Dataset):
 
     def load(self, sample_id: str) -> Sample:
         image_path = self._images[sample_id]
-        mask_path = self._masks_dir / f"{sample_id}.png"
-        if not mask_path.is_file():
-            raise FileNotFoundError(f"image {image_path} has no mask: expected {mask_path}")
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-        if image is None or mask is None:
-            bad = image_path if image is None else mask_path
-            raise ValueError(f"cannot read {bad}: not an image OpenCV can decode")
-        if mask.ndim == 3:
-            mask = mask.max(axis=2)
+        if image is None:
+            raise ValueError(f"cannot read {image_path}: not an image OpenCV can decode")
+        mask_path, mask = self._read_mask(sample_id)
         if mask.shape != image.shape[:2]:
             raise ValueError(
                 f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} pixels but {image_path} is "
@@ -70,3 +66,17 @@ class FolderDataset(Dataset):
             gt=mask > 0,
             meta={"image": str(image_path), "mask": str(mask_path)},
         )
+
+    def instance_labels(self, sample_id: str) -> np.ndarray:
+        """The mask's values as object labels (0 = background; a 0/255 mask is one object),
+        for :class:`histoclick.datasets.objects.ObjectDataset` in the ``instances`` mode."""
+        return self._read_mask(sample_id)[1]
+
+    def _read_mask(self, sample_id: str) -> tuple[Path, np.ndarray]:
+        mask_path = self._masks_dir / f"{sample_id}.png"
+        if not mask_path.is_file():
+            raise FileNotFoundError(f"image {self._images[sample_id]} has no mask: expected {mask_path}")
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            raise ValueError(f"cannot read {mask_path}: not an image OpenCV can decode")
+        return mask_path, mask.max(axis=2) if mask.ndim == 3 else mask

@@ -1,9 +1,10 @@
 """Annotations of one class as an evaluation / training dataset: a tile around each annotation.
 
 Each sample is a ``tile_size`` x ``tile_size`` tile read at the requested magnification (or mpp,
-or downsample), centred on the annotation's bounding box; its ground truth is that annotation
-rasterised with :func:`histoclick.geometry.geometry_to_mask` (an annotation larger than the tile
-is cropped). Other annotations of the same class inside the tile are marked ``ignore`` (they are
+or downsample), placed by the region-level protocol (:func:`histoclick.datasets.regions.region_tile_origin`:
+centred on an annotation that fits, on its boundary otherwise, kept inside the slide); its ground
+truth is that annotation rasterised with :func:`histoclick.geometry.geometry_to_mask` (an
+annotation larger than the tile is cropped). Other annotations of the same class inside the tile are marked ``ignore`` (they are
 the same tissue but not the object being segmented), unless ``ignore_others=False``.
 
 Sources: a QuPath project (:meth:`QuPathDataset.from_project`, needs QuPath for paquo) or a slide
@@ -21,10 +22,11 @@ import geopandas as gpd
 import shapely
 
 from histoclick.evaluation.protocol import Dataset, Sample
+from histoclick.datasets.regions import region_tile_origin
 from histoclick.geometry import geometry_to_mask
-from histoclick.qupath.annotations import select_classes
+from histoclick.qupath.annotations import OBJECT_TYPES, select_classes
 from histoclick.qupath.geojson import read_geojson
-from histoclick.slides import open_slide
+from histoclick.slides import Tile, open_slide
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class SlideAnnotations:
     name: str
     slide_path: Path
     annotations: gpd.GeoDataFrame
+    # Level-0 (x, y) of the annotations' (0, 0) in the slide file: QuPath's OpenSlide reader crops
+    # to openslide.bounds-*, so its frame is shifted from the file's (ProjectImage.slide_offset).
+    offset: tuple[int, int] = (0, 0)
 
 
 class QuPathDataset(Dataset):
@@ -76,7 +81,7 @@ class QuPathDataset(Dataset):
         self._samples: dict[str, tuple[SlideAnnotations, int]] = {}
         for source in sources:
             objects = _polygonal(select_classes(source.annotations, classification))
-            kept = SlideAnnotations(source.name, source.slide_path, objects)
+            kept = SlideAnnotations(source.name, source.slide_path, objects, source.offset)
             for position, object_id in enumerate(objects["id"]):
                 key = object_id if object_id is not None else f"#{position}"
                 self._samples[f"{source.name}/{key}"] = (kept, position)
@@ -102,7 +107,9 @@ class QuPathDataset(Dataset):
         sources = []
         for image in chosen:
             image.ensure_readable("read tiles from it")
-            sources.append(SlideAnnotations(image.name, image.slide_path, image.annotations()))
+            sources.append(
+                SlideAnnotations(image.name, image.slide_path, image.annotations(), image.slide_offset)
+            )
         name = options.pop("name", qupath_project.path.name)
         return cls(sources, classification, name=name, **options)
 
@@ -112,11 +119,26 @@ class QuPathDataset(Dataset):
         slide_path: str | os.PathLike,
         geojson_path: str | os.PathLike,
         classification: str,
+        *,
+        object_types: str | Iterable[str] = "annotation",
         **options: object,
     ) -> QuPathDataset:
-        """Annotations of one slide from a GeoJSON file (e.g. exported by QuPath); no QuPath needed."""
-        slide_path = Path(slide_path)
-        source = SlideAnnotations(slide_path.name, slide_path, read_geojson(geojson_path))
+        """Objects of one slide from a GeoJSON file (e.g. exported by QuPath); no QuPath needed.
+
+        Only objects whose QuPath type is in ``object_types`` are kept, annotations by default:
+        detections, cells and tiles of the class (QuPath exports them alongside) are neither
+        samples nor ignored pixels unless asked for, e.g. ``("annotation", "detection")``.
+        """
+        wanted = {object_types} if isinstance(object_types, str) else set(object_types)
+        unknown = wanted - set(OBJECT_TYPES)
+        if unknown:
+            raise ValueError(
+                f"unknown object types {sorted(unknown)}; QuPath's are {list(OBJECT_TYPES)}"
+            )
+        slide_path = Path(slide_path).expanduser()
+        objects = read_geojson(geojson_path)
+        objects = objects[objects["object_type"].isin(wanted)]
+        source = SlideAnnotations(slide_path.name, slide_path, objects)
         return cls([source], classification, name=options.pop("name", slide_path.stem), **options)
 
     @property
@@ -127,13 +149,14 @@ class QuPathDataset(Dataset):
         source, position = self._samples[sample_id]
         objects = source.annotations
         geometry = objects.geometry.iloc[position]
+        dx, dy = source.offset
         with open_slide(source.slide_path) as slide:
             ds = slide.downsample_for(**self.resolution)
             span = self.tile_size * ds
-            minx, miny, maxx, maxy = geometry.bounds
-            x = round((minx + maxx - span) / 2)
-            y = round((miny + maxy - span) / 2)
-            tile = slide.read_region(x, y, self.tile_size, self.tile_size, downsample=ds)
+            width, height = slide.dimensions
+            x, y, placement = region_tile_origin(geometry, span, (width - dx, height - dy))
+            read = slide.read_region(x + dx, y + dy, self.tile_size, self.tile_size, downsample=ds)
+        tile = Tile(read.image, (read.origin[0] - dx, read.origin[1] - dy), read.downsample, read.magnification)
         shape = (tile.height, tile.width)
         gt = geometry_to_mask(geometry, shape, tile.origin, tile.downsample)
         ignore = None
@@ -152,7 +175,8 @@ class QuPathDataset(Dataset):
                 "slide": str(source.slide_path),
                 "annotation_id": objects["id"].iloc[position],
                 "classification": self.classification,
-                "origin": tuple(tile.origin),
+                "origin": tuple(tile.origin),  # level-0, in the annotations' frame
+                "placement": placement,
                 "downsample": tile.downsample,
                 "magnification": tile.magnification,
             },

@@ -44,7 +44,7 @@ def write_sample(root: str | Path, n: int = 8, size: int = 512, seed: int = 0) -
     ``root/masks/NNNNN.png`` (single channel uint8, 255 = tumour, 0 = background). Tile ``i``
     is ``make_tile(seed + i, size)``.
     """
-    root = Path(root)
+    root = Path(root).expanduser()
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -94,7 +94,7 @@ def write_pyramidal_tiff(
     ``tile_size`` must be a multiple of 16 (TIFF rule). The default deflate compression is
     lossless; ``compression="jpeg"`` gives smaller, lossy files.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (height, width, 3) uint8 RGB, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]

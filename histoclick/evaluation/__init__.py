@@ -9,8 +9,20 @@ SAM through ClickSession, an adapter for ``isegm`` predictors, and the resumable
 from histoclick.evaluation.baselines import GrabCut, RegionGrowing
 from histoclick.evaluation.clicker import next_click
 from histoclick.evaluation.external import IsegmMethod
-from histoclick.evaluation.metrics import PRED_THRESHOLD, iou, miou_curve, nof, noc, seconds_per_click
-from histoclick.evaluation.plots import plot_miou
+from histoclick.evaluation.metrics import (
+    PRED_THRESHOLD,
+    boundary_f,
+    harmful_click_rate,
+    iou,
+    miou_auc,
+    miou_curve,
+    nof,
+    noc,
+    paired_wilcoxon,
+    seconds_per_click,
+    slide_bootstrap_ci,
+)
+from histoclick.evaluation.plots import plot_miou, plot_noc_intervals
 from histoclick.evaluation.protocol import (
     Dataset,
     Method,
@@ -20,14 +32,15 @@ from histoclick.evaluation.protocol import (
     Subset,
     run_sample,
 )
-from histoclick.evaluation.runner import (
-    RECORD_COLUMNS,
+from histoclick.evaluation.naming import method_name
+from histoclick.evaluation.records import RECORD_COLUMNS, load_records
+from histoclick.evaluation.runner import evaluate, make_method, validate_settings
+from histoclick.evaluation.summary import (
     SUMMARY_COLUMNS,
-    evaluate,
+    boundary_f_curves,
     format_summary,
-    load_records,
-    make_method,
     miou_curves,
+    per_sample,
     summarize,
 )
 from histoclick.evaluation.sam_method import SamMethod
@@ -42,22 +55,32 @@ __all__ = [
     "Method",
     "Prediction",
     "RegionGrowing",
+    "SamMethod",
     "Sample",
     "SampleRun",
-    "SamMethod",
     "Subset",
+    "boundary_f",
+    "boundary_f_curves",
     "evaluate",
     "format_summary",
+    "harmful_click_rate",
     "iou",
     "load_records",
     "make_method",
+    "method_name",
+    "miou_auc",
     "miou_curve",
     "miou_curves",
     "next_click",
     "noc",
     "nof",
+    "paired_wilcoxon",
+    "per_sample",
     "plot_miou",
+    "plot_noc_intervals",
     "run_sample",
     "seconds_per_click",
+    "slide_bootstrap_ci",
     "summarize",
+    "validate_settings",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 
 from histoclick.clicks import Click
 from histoclick.evaluation.clicker import next_click
-from histoclick.evaluation.metrics import PRED_THRESHOLD, iou
+from histoclick.evaluation.metrics import PRED_THRESHOLD, boundary_f, iou
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,12 @@ class Prediction:
 
     probs: ``(height, width)`` float32 object probabilities in [0, 1], tile pixels.
     model_seconds: seconds the model itself took for this prediction (excluding bookkeeping).
+    predicted_iou: the model's own estimate of its mask's IoU (SAM's), None when it has none.
     """
 
     probs: np.ndarray
     model_seconds: float
+    predicted_iou: float | None = None
 
 
 @runtime_checkable
@@ -53,7 +55,9 @@ class Sample:
 
     image: ``(height, width, 3)`` uint8 RGB. gt: ``(height, width)`` bool object mask.
     ignore: ``(height, width)`` bool, True where pixels count neither in IoU nor as errors.
-    meta: where the sample came from (paths, level-0 origin, downsample, ...).
+    meta: where the sample came from (paths, level-0 origin, downsample, ...). The evaluation
+    reads ``mpp`` (micrometres per tile pixel: boundary F-score), ``slide`` (the slide it came
+    from: intervals resample slides) and ``object_id`` (one object of a tile) when present.
     """
 
     id: str
@@ -143,6 +147,8 @@ class SampleRun:
     click_seconds: wall seconds per click (simulate the click, predict, threshold, IoU).
     set_image_seconds: wall seconds of ``method.set_image``.
     probs: the last prediction's probabilities, ``(height, width)`` float32.
+    boundary_f: boundary F-score after each click (NaN when not computed: no tolerance given,
+    or the sample's ``meta["mpp"]`` is unknown).
     """
 
     clicks: list[Click]
@@ -151,6 +157,7 @@ class SampleRun:
     click_seconds: np.ndarray
     set_image_seconds: float
     probs: np.ndarray
+    boundary_f: np.ndarray
 
 
 def run_sample(
@@ -159,11 +166,15 @@ def run_sample(
     max_clicks: int = 20,
     target_iou: float | None = None,
     pred_thr: float = PRED_THRESHOLD,
+    boundary_um: float | None = None,
 ) -> SampleRun:
     """Run the simulated-user loop on one sample.
 
     Stops after ``max_clicks`` clicks, or earlier once the IoU reaches ``target_iou`` (compared
-    in float32, as NoC is). Raises ValueError for an empty gt (skip those samples).
+    in float32, as NoC is). With ``boundary_um``, also scores each click's boundary F-score at
+    that tolerance in micrometres, converted to tile pixels with ``sample.meta["mpp"]``
+    (micrometres per tile pixel; NaN scores without it), outside the timed part of the loop.
+    Raises ValueError for an empty gt (skip those samples).
     """
     if max_clicks < 1:
         raise ValueError(f"max_clicks must be at least 1, got {max_clicks}")
@@ -183,7 +194,9 @@ def run_sample(
     pred = np.zeros(gt.shape, dtype=bool)
     probs: np.ndarray | None = None
     clicks: list[Click] = []
-    ious, model_seconds, click_seconds = [], [], []
+    ious, model_seconds, click_seconds, boundary_scores = [], [], [], []
+    mpp = sample.meta.get("mpp")
+    tolerance_px = None if boundary_um is None or not mpp else boundary_um / float(mpp)
     stop_at = None if target_iou is None else np.float32(target_iou)
     for _ in range(max_clicks):
         start = time.perf_counter()
@@ -202,6 +215,9 @@ def run_sample(
         click_seconds.append(time.perf_counter() - start)
         ious.append(score)
         model_seconds.append(prediction.model_seconds)
+        boundary_scores.append(
+            np.nan if tolerance_px is None else boundary_f(gt, pred, tolerance_px, sample.ignore)
+        )
         if stop_at is not None and score >= stop_at:
             break
     return SampleRun(
@@ -211,4 +227,5 @@ def run_sample(
         click_seconds=np.asarray(click_seconds, dtype=np.float64),
         set_image_seconds=set_image_seconds,
         probs=probs,
+        boundary_f=np.asarray(boundary_scores, dtype=np.float64),
     )

@@ -2,20 +2,23 @@
 
 Output folder layout (``out_dir``):
 
-- ``records.csv``: one row per click (columns ``RECORD_COLUMNS``); a sample's rows are appended
-  and flushed together once the sample is finished, so an interrupted run loses at most the
-  sample in progress. A re-run skips the (dataset, method, sample) triples already complete and
-  drops incomplete ones before continuing.
-- ``settings.json``: ``max_clicks``, ``target_iou`` and ``pred_thr`` of the records; a re-run
-  with other settings is refused (records made under different rules do not mix).
+- ``records.csv``: one row per click (see :mod:`histoclick.evaluation.records`); a sample's rows
+  are appended and flushed together once the sample is finished, so an interrupted run loses at
+  most the sample in progress. Records are keyed by content: a re-run skips a (dataset, method,
+  sample) whose recorded image/mask fingerprint matches the sample's pixels now, recomputes one
+  whose pixels changed (saying so), and refuses a method whose name was recorded with other
+  weights. It repairs a cut last line and drops incomplete samples before continuing.
+- ``settings.json``: ``max_clicks``, ``target_iou`` and ``pred_thr`` of the records, validated
+  before anything is written; a re-run with other settings is refused (records made under
+  different rules do not mix).
 - ``summary.csv``, ``miou.csv`` and ``miou.png``: the table, mIoU@k curves and their plot, over
   every record in the folder (so methods run one at a time add up to one comparison).
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -26,44 +29,32 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from histoclick.evaluation.baselines import GrabCut, RegionGrowing
-from histoclick.evaluation.metrics import PRED_THRESHOLD, miou_curve, nof, noc, seconds_per_click
-from histoclick.evaluation.plots import plot_miou
-from histoclick.evaluation.protocol import Dataset, Method, SampleRun, run_sample
+from histoclick.evaluation.metrics import PRED_THRESHOLD
+from histoclick.evaluation.plots import plot_miou, plot_noc_intervals
+from histoclick.evaluation.protocol import Dataset, Method, Sample, SampleRun, run_sample
+from histoclick.evaluation.records import RecordsFile, csv_safe, load_records, sample_fingerprint
+from histoclick.evaluation.summary import boundary_f_curves, format_summary, miou_curves, summarize
 from histoclick.files import atomic_path
 
-RECORD_COLUMNS = [
-    "dataset",
-    "method",
-    "sample",
-    "click",  # 1-based
-    "y",  # clicked row, tile pixels
-    "x",  # clicked column, tile pixels
-    "positive",  # 1 positive, 0 negative
-    "iou",  # float32 value, written in full precision
-    "model_seconds",  # the method's own time for this click
-    "click_seconds",  # wall time: simulate the click, predict, threshold, IoU
-    "set_image_seconds",  # per sample (repeated on each of its rows)
-    "load_seconds",  # per sample: reading it from the dataset (repeated)
-    "n_clicks",  # clicks run on this sample (repeated); marks a complete sample
-]
-NOC_THRESHOLDS = (0.80, 0.85, 0.90)
-NOF_THRESHOLDS = (0.85, 0.90)
-SUMMARY_COLUMNS = [
-    *(f"NoC@{round(t * 100)}" for t in NOC_THRESHOLDS),
-    *(f"NoF@{round(t * 100)}" for t in NOF_THRESHOLDS),
-    "SPC (model)",
-    "SPC (wall)",
-]
 BASELINES = {"region_growing": RegionGrowing, "grabcut": GrabCut}
 
 
 def make_method(
-    spec: str, *, device: str = "auto", cache_dir: str | os.PathLike | None = None
+    spec: str,
+    *,
+    device: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    isegm_root: str | os.PathLike | None = None,
 ) -> Method:
-    """Build a method from its name: ``region_growing``, ``grabcut``, or ``sam:<model>`` where
+    """Build a method from its name: ``region_growing``, ``grabcut``; ``sam:<model>`` where
     ``<model>`` is anything :func:`histoclick.load_model` takes (``vit_b``, ``vit_tiny``, a
-    checkpoint path). SAM methods are named ``sam:<model name or checkpoint stem>``, and
-    ``sam:<run folder>/best`` for the ``best.pt`` / ``last.pt`` that ``histoclick finetune`` writes."""
+    checkpoint path, a fine-tuned ``best.pt``); or a peer of the study, ``ritm:CKPT``,
+    ``focalclick:CKPT``, ``simpleclick:CKPT``, run from the project's code in ``isegm_root``
+    (see :mod:`histoclick.evaluation.peers`). SAM methods are named by
+    :func:`~histoclick.evaluation.naming.method_name` (``sam:vit_b@ec2df627``,
+    ``sam:vit_b+md@1a2b3c4d``), peers ``ritm:<checkpoint stem>@<SHA-256 prefix>``."""
+    from histoclick.evaluation.peers import PEERS, load_peer
+
     if spec in BASELINES:
         return BASELINES[spec]()
     kind, _, model_name = spec.partition(":")
@@ -71,16 +62,13 @@ def make_method(
         from histoclick.evaluation.sam_method import SamMethod
         from histoclick.models import load_model
 
-        model = load_model(model_name, device=device)
-        label = model_name
-        if os.sep in model_name or "." in model_name:
-            path = Path(model_name)
-            # finetune writes best.pt / last.pt into one folder per run: name them by the run.
-            label = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") else path.stem
-        return SamMethod(model, name=f"sam:{label}", cache_dir=cache_dir)
+        return SamMethod(load_model(model_name, device=device), cache_dir=cache_dir)
+    if kind in PEERS:
+        return load_peer(spec, isegm_root, device)
     raise ValueError(
-        f"unknown method {spec!r}: use {', '.join(BASELINES)}, or sam:<model> with a model name "
-        "(vit_b, vit_l, vit_h, vit_tiny) or a checkpoint path, e.g. sam:vit_b"
+        f"unknown method {spec!r}: use {', '.join(BASELINES)}; sam:<model> with a model name "
+        "(vit_b, vit_l, vit_h, vit_tiny) or a checkpoint path, e.g. sam:vit_b; or "
+        f"{':CKPT, '.join(PEERS)}:CKPT with --isegm-root"
     )
 
 
@@ -93,20 +81,25 @@ def evaluate(
     target_iou: float | None = None,
     limit: int | None = None,
     pred_thr: float = PRED_THRESHOLD,
+    boundary_um: float = 5.0,
     plot: bool = True,
     verbose: bool = True,
 ) -> pd.DataFrame:
     """Run the click protocol for every method on every dataset and summarise.
 
     Args:
-        methods: one method or several (distinct names).
+        methods: one method or several (distinct names). A method's optional ``weights``
+            attribute (the full digest of its weights) is recorded with every row.
         datasets: one dataset or several (distinct names).
         out_dir: output folder (see the module docstring); created if needed.
-        max_clicks: clicks per sample (RITM: 20).
-        target_iou: stop a sample once its IoU reaches this (None: always ``max_clicks``).
-        limit: consider only the first ``limit`` samples of each dataset.
-        pred_thr: probability threshold (RITM: 0.49).
-        plot: write ``miou.png``.
+        max_clicks: clicks per sample (RITM: 20), at least 1.
+        target_iou: stop a sample once its IoU reaches this, in (0, 1] (None: always
+            ``max_clicks``).
+        limit: consider only the first ``limit`` samples of each dataset (at least 1).
+        pred_thr: probability threshold (RITM: 0.49), in (0, 1).
+        boundary_um: tolerance of the boundary F-score in micrometres (> 0), converted with each
+            sample's ``meta["mpp"]``; samples without it get no boundary F.
+        plot: write ``miou.png``, ``boundary_f.png`` and ``noc90.png``.
         verbose: show a progress bar and print the summary table.
 
     Returns:
@@ -120,26 +113,26 @@ def evaluate(
     for kind, names in (("method", [m.name for m in methods]), ("dataset", [d.name for d in datasets])):
         if len(set(names)) != len(names):
             raise ValueError(f"{kind} names must be distinct (records are keyed by them): {names}")
-    out_dir = Path(out_dir)
+    settings = validate_settings(max_clicks, target_iou, limit, pred_thr, boundary_um)
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(
+            f"the output folder {out_dir} is a file: give a folder path (it is created if missing)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, {"max_clicks": max_clicks, "target_iou": target_iou, "pred_thr": pred_thr})
+    _check_settings(out_dir, {k: v for k, v in settings.items() if k != "limit"})
     records_path = out_dir / "records.csv"
-    done = _complete_samples(records_path)
 
-    with open(records_path, "a", newline="") as records_file:
-        writer = csv.writer(records_file)
+    with RecordsFile(records_path) as records_file:
+        for line in records_file.repairs:
+            print(line)
+        _check_weights(records_file, methods, records_path)
         for dataset in datasets:
-            done_by = {m.name: done.get((dataset.name, m.name), set()) for m in methods}
-            done_by_all = set.intersection(*done_by.values())
             candidates = dataset.sample_ids[:limit]
-            progress = tqdm(
-                total=len(candidates),
-                initial=sum(sample_id in done_by_all for sample_id in candidates),
-                desc=dataset.name,
-                unit="sample",
-                disable=not verbose,
-            )
-            samples = dataset.samples(exclude=done_by_all, limit=limit)
+            progress = tqdm(total=len(candidates), desc=dataset.name, unit="sample", disable=not verbose)
+            # Every sample is loaded, also finished ones: their pixels decide whether the
+            # records still hold.
+            samples = dataset.samples(limit=limit)
             skipped = 0
             while True:
                 start = time.perf_counter()
@@ -149,13 +142,21 @@ def evaluate(
                 skipped = dataset.skipped
                 if sample is None:
                     break
+                fingerprint = sample_fingerprint(sample)
                 for method in methods:
-                    if sample.id in done_by[method.name]:
+                    key = (csv_safe(dataset.name), csv_safe(method.name), csv_safe(sample.id))
+                    recorded = records_file.done.get(key)
+                    if recorded == fingerprint:
                         continue
-                    run = run_sample(method, sample, max_clicks, target_iou, pred_thr)
-                    writer.writerows(_rows(dataset.name, method.name, sample.id, run, load_seconds))
-                    records_file.flush()
-                    os.fsync(records_file.fileno())
+                    if recorded is not None:
+                        print(
+                            f"{dataset.name}: sample {sample.id!r} changed since {method.name} "
+                            f"was run on it (image/mask fingerprint {recorded[:12]} is now "
+                            f"{fingerprint[:12]}): its records are replaced by a new run"
+                        )
+                        records_file.drop(key)
+                    run = run_sample(method, sample, max_clicks, target_iou, pred_thr, boundary_um)
+                    records_file.append(_rows(key, method, sample, fingerprint, run, load_seconds))
                 progress.update(1)
             progress.close()
             if verbose and dataset.skipped:
@@ -168,93 +169,91 @@ def evaluate(
     curves = miou_curves(records, max_clicks)
     with atomic_path(out_dir / "miou.csv") as tmp:
         curves.to_csv(tmp)
+    boundary = boundary_f_curves(records, max_clicks)
+    with atomic_path(out_dir / "boundary_f.csv") as tmp:
+        boundary.to_csv(tmp)
     if plot and not curves.empty:
         plot_miou(curves, out_dir / "miou.png", title=f"mIoU vs clicks (max {max_clicks})")
+        plot_miou(
+            boundary, out_dir / "boundary_f.png", ylabel=f"boundary F ({boundary_um:g} um)",
+            title=f"boundary F-score vs clicks (samples with a known mpp)",
+        )
+        plot_noc_intervals(summary, out_dir / "noc90.png", title="NoC@90, 95% interval over slides")
     if verbose:
         print(format_summary(summary))
     return summary
 
 
-def load_records(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``records.csv``: names stay strings (even "NA"), numbers are numbers (NaN where a
-    field is missing), and IoUs come back as float32, exactly as they were computed."""
-    return _typed(pd.read_csv(path, dtype=str, keep_default_na=False))
+def validate_settings(
+    max_clicks: int,
+    target_iou: float | None,
+    limit: int | None,
+    pred_thr: float,
+    boundary_um: float = 5.0,
+) -> dict:
+    """The run's settings, checked: ``max_clicks`` and ``limit`` whole numbers >= 1 (``limit``
+    may be None), ``target_iou`` in (0, 1] or None, ``pred_thr`` in (0, 1), ``boundary_um`` a
+    positive number; NaN and infinities are refused. Raises ValueError naming the setting and
+    what it accepts."""
 
+    def whole(name: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        return int(value)
 
-def _typed(raw: pd.DataFrame) -> pd.DataFrame:
-    records = raw.copy()
-    for column in RECORD_COLUMNS[3:]:
-        if column in records:
-            records[column] = pd.to_numeric(records[column], errors="coerce")
-    if "iou" in records:
-        records["iou"] = records["iou"].astype(np.float32)
-    return records
+    def fraction(name: str, value: object, upper_included: bool) -> float:
+        number = float(value)  # type: ignore[arg-type]
+        inside = 0 < number <= 1 if upper_included else 0 < number < 1
+        if not math.isfinite(number) or not inside:
+            interval = "(0, 1]" if upper_included else "(0, 1)"
+            raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+        return number
 
+    def positive(name: str, value: object) -> float:
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number) or number <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+        return number
 
-def summarize(records: pd.DataFrame, max_clicks: int = 20) -> pd.DataFrame:
-    """The study's table: one row per (dataset, method), columns ``SUMMARY_COLUMNS``.
-
-    SPC (model) is the method's own seconds over all clicks; SPC (wall) is RITM's definition,
-    the whole loop's wall time (loading, ``set_image`` and every click) over all clicks.
-    """
-    rows = {}
-    for key, group in records.groupby(["dataset", "method"], sort=False):
-        per_sample = [g for _, g in group.groupby("sample", sort=False)]
-        ious = [g["iou"].to_numpy(np.float32) for g in per_sample]
-        n_clicks = len(group)
-        setup = sum(g["set_image_seconds"].iloc[0] + g["load_seconds"].iloc[0] for g in per_sample)
-        row = {}
-        for t in NOC_THRESHOLDS:
-            row[f"NoC@{round(t * 100)}"] = np.mean([noc(i, t, max_clicks) for i in ious])
-        for t in NOF_THRESHOLDS:
-            row[f"NoF@{round(t * 100)}"] = nof([noc(i, t, max_clicks) for i in ious], max_clicks)
-        row["SPC (model)"] = seconds_per_click(group["model_seconds"].sum(), n_clicks)
-        row["SPC (wall)"] = seconds_per_click(setup + group["click_seconds"].sum(), n_clicks)
-        rows[key] = row
-    index = pd.MultiIndex.from_arrays(
-        [[k[0] for k in rows], [k[1] for k in rows]], names=["dataset", "method"]
-    )
-    return pd.DataFrame(list(rows.values()), index=index, columns=SUMMARY_COLUMNS)
-
-
-def miou_curves(records: pd.DataFrame, max_clicks: int = 20) -> pd.DataFrame:
-    """mIoU after k = 1..max_clicks clicks: index ``click``, columns (dataset, method)."""
-    curves = {
-        key: miou_curve(
-            [g["iou"].to_numpy(np.float32) for _, g in group.groupby("sample", sort=False)],
-            max_clicks,
-        )
-        for key, group in records.groupby(["dataset", "method"], sort=False)
+    return {
+        "max_clicks": whole("max_clicks", max_clicks),
+        "target_iou": None if target_iou is None else fraction("target_iou", target_iou, True),
+        "limit": None if limit is None else whole("limit", limit),
+        "pred_thr": fraction("pred_thr", pred_thr, False),
+        "boundary_um": positive("boundary_um", boundary_um),
     }
-    index = pd.RangeIndex(1, max_clicks + 1, name="click")
-    if not curves:
-        return pd.DataFrame(index=index)
-    frame = pd.DataFrame(curves, index=index)
-    frame.columns.names = ["dataset", "method"]
-    return frame
 
 
-def format_summary(summary: pd.DataFrame) -> str:
-    """The summary as a fixed-width text table (NoC and SPC to 2 and 3 decimals)."""
-    formatters = {c: "{:.2f}".format for c in summary.columns if c.startswith("NoC")}
-    formatters.update({c: "{:.3f}".format for c in summary.columns if c.startswith("SPC")})
-    return summary.to_string(formatters=formatters)
-
-
-def _rows(dataset: str, method: str, sample_id: str, run: SampleRun, load_seconds: float) -> list:
+def _rows(
+    key: tuple[str, str, str],
+    method: Method,
+    sample: Sample,
+    fingerprint: str,
+    run: SampleRun,
+    load_seconds: float,
+) -> list:
+    dataset, method_name, sample_id = key
+    object_id, slide = sample.meta.get("object_id"), sample.meta.get("slide")
     return [
         [
             dataset,
-            method,
+            method_name,
+            getattr(method, "weights", ""),
             sample_id,
+            fingerprint,
+            "" if object_id is None else csv_safe(object_id),
+            "" if slide is None else csv_safe(slide),
             k,
             click.y,
             click.x,
             int(click.is_positive),
             repr(float(run.ious[k - 1])),
+            run.boundary_f[k - 1],
             run.model_seconds[k - 1],
             run.click_seconds[k - 1],
             run.set_image_seconds,
+            getattr(method, "embed_seconds", 0.0),
+            int(getattr(method, "embed_reused", False)),
             load_seconds,
             len(run.clicks),
         ]
@@ -262,41 +261,17 @@ def _rows(dataset: str, method: str, sample_id: str, run: SampleRun, load_second
     ]
 
 
-def _complete_samples(path: Path) -> dict[tuple[str, str], set[str]]:
-    """Sample ids with complete records per (dataset, method); incomplete rows are dropped
-    from the file (atomically) so that appending continues a clean table."""
-    if not path.exists() or path.stat().st_size == 0:
-        with open(path, "w", newline="") as f:
-            csv.writer(f).writerow(RECORD_COLUMNS)
-        return {}
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise ValueError(
-            f"{path} is not a histoclick records file ({err}); move it away or choose another "
-            "output folder"
-        ) from None
-    if list(raw.columns) != RECORD_COLUMNS:
-        raise ValueError(
-            f"{path} has columns {list(raw.columns)}, expected {RECORD_COLUMNS}; it was "
-            "written by another tool or version: choose another output folder"
-        )
-    records = _typed(raw)
-    keys = ["dataset", "method", "sample"]
-    by_sample = records.groupby(keys, sort=False)["click"]
-    complete = (
-        records[RECORD_COLUMNS].notna().all(axis=1)
-        & by_sample.transform("size").eq(records["n_clicks"])
-        & by_sample.transform("max").eq(records["n_clicks"])
-    )
-    complete = complete.groupby([records[k] for k in keys], sort=False).transform("all")
-    if not complete.all():
-        with atomic_path(path) as tmp:
-            raw[complete].to_csv(tmp, index=False)  # the kept rows' text, unchanged
-    done: dict[tuple[str, str], set[str]] = {}
-    for (dataset, method, sample), _ in records[complete].groupby(keys, sort=False):
-        done.setdefault((dataset, method), set()).add(sample)
-    return done
+def _check_weights(records: RecordsFile, methods: list[Method], path: Path) -> None:
+    """Refuse a method whose name was recorded with other weights: its records would mix."""
+    for method in methods:
+        weights = getattr(method, "weights", "")
+        recorded = records.weights.get(csv_safe(method.name), set()) - {weights}
+        if recorded:
+            raise ValueError(
+                f"{path} holds records of {method.name!r} made with weights {sorted(recorded)[0]!r}, "
+                f"but this {method.name!r} has weights {weights!r}: give the method another name "
+                "or choose another output folder"
+            )
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:

@@ -58,7 +58,7 @@ def checkpoint_dir() -> Path:
     """The checkpoint cache: ``$HISTOCLICK_CHECKPOINT_DIR``, else ``~/.cache/histoclick/checkpoints``."""
     if os.environ.get(CHECKPOINT_DIR_ENV):
         return Path(os.environ[CHECKPOINT_DIR_ENV]).expanduser()
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
     return cache_home / "histoclick" / "checkpoints"
 
 
@@ -94,7 +94,7 @@ def official_checkpoint(variant: str, *, download: bool = True) -> Path:
 def download_file(url: str, destination: str | os.PathLike, sha256: str) -> Path:
     """Download ``url`` to ``destination``, renaming the file into place only once its SHA-256
     matches; a failed or mismatching download leaves nothing behind."""
-    destination = Path(destination)
+    destination = Path(destination).expanduser()
     try:
         response = urllib.request.urlopen(url, timeout=30)
     except (urllib.error.URLError, OSError) as err:
@@ -121,7 +121,7 @@ def download_file(url: str, destination: str | os.PathLike, sha256: str) -> Path
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint file with ``torch.load(weights_only=True)``, with errors that say why."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint not found: {path}; pass the path of a SAM checkpoint such as "

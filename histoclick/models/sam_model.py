@@ -96,6 +96,22 @@ class SamModel:
         """Stable identifier of the image encoder's weights: the key of cached embeddings."""
         return self._encoder_identity or self.identity
 
+    def weights_changed(self, digest: str, source: str, *, encoder: bool) -> None:
+        """Give the model a new identity after its weights were changed in place (fine-tuning).
+
+        Args:
+            digest: identifies the new weights (e.g. a SHA-256 of the trained tensors).
+            source: where the weights now come from, for people.
+            encoder: True when the image encoder's weights changed: the encoder identity (the
+                key of cached embeddings) then changes too, so no embedding computed by the old
+                encoder is reused; False keeps sharing the old encoder's embeddings.
+        """
+        previous_encoder = self.encoder_identity
+        self._sha256 = digest
+        self.source = source
+        self.__dict__.pop("identity", None)  # the cached_property is computed again
+        self._encoder_identity = None if encoder else previous_encoder
+
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """The encoder's input for an ``(H, W, 3)`` uint8 RGB tile: its long side resized to 1024,
         normalised and padded to ``(1, 3, 1024, 1024)``; also the resized ``(height, width)``."""

@@ -19,10 +19,13 @@ from histoclick.qupath.annotations import (
 )
 from histoclick.qupath.errors import (
     ImageUnreachableError,
+    ProjectChangedError,
     QuPathNotFoundError,
+    UnsupportedImageError,
     find_qupath,
 )
 from histoclick.qupath.geojson import (
+    GeoJSONError,
     features_to_geodataframe,
     geodataframe_to_features,
     read_geojson,
@@ -33,10 +36,13 @@ from histoclick.qupath.project import Project, ProjectImage, open_project
 __all__ = [
     "COLUMNS",
     "Annotation",
+    "GeoJSONError",
     "ImageUnreachableError",
     "Project",
+    "ProjectChangedError",
     "ProjectImage",
     "QuPathNotFoundError",
+    "UnsupportedImageError",
     "annotations_frame",
     "default_class_color",
     "features_to_geodataframe",

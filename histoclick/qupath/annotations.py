@@ -4,18 +4,23 @@ Columns (:data:`COLUMNS`), one row per QuPath object, geometry in level-0 pixels
 x right, y down):
 
 - ``id``: the object's UUID string (None when unknown; a new one is made on writing).
-- ``object_type``: "annotation", "detection", ... (QuPath's ``objectType``).
+- ``object_type``: "annotation", "detection", "cell", "tile", "tmaCore" (QuPath's ``objectType``).
 - ``name``: the object's name or None.
 - ``classification``: the class name (derived classes as "Tumor: Positive") or None.
 - ``color``: the class colour as an ``(r, g, b)`` tuple, or None when the source gave none.
 - ``is_locked``: bool.
 - ``measurements``: dict name -> float (NaN and infinities allowed).
+- ``object_color``: the object's own colour ``(r, g, b)`` (QuPath's ``PathObject.getColor()``,
+  shown instead of the class colour), or None.
+- ``metadata``: dict name -> str (QuPath's ``PathObject.getMetadata()``).
+- ``plane``: ``{"c": c, "z": z, "t": t}`` of the object's ROI, or None for QuPath's default plane
+  (c -1, z 0, t 0).
+- ``parent_id``: the ``id`` of the object this one is a child of (QuPath's ``childObjects``), or
+  None for a top-level object.
 """
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Union
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from shapely.geometry import MultiPolygon
 from shapely.geometry.base import BaseGeometry
 
 from histoclick.geometry import mask_to_geometry
@@ -34,7 +40,33 @@ if TYPE_CHECKING:
 
 RGB = tuple[int, int, int]
 
-COLUMNS = ["id", "object_type", "name", "classification", "color", "is_locked", "measurements"]
+COLUMNS = [
+    "id",
+    "object_type",
+    "name",
+    "classification",
+    "color",
+    "is_locked",
+    "measurements",
+    "object_color",
+    "metadata",
+    "plane",
+    "parent_id",
+]
+# QuPath's object types (the ``objectType`` of its GeoJSON).
+OBJECT_TYPES = ("annotation", "detection", "cell", "tile", "tmaCore")
+# The value a row takes for a column its source does not give.
+_DEFAULTS: dict[str, Any] = {
+    "id": None,
+    "object_type": "annotation",
+    "name": None,
+    "classification": None,
+    "color": None,
+    "is_locked": False,
+    "object_color": None,
+    "plane": None,
+    "parent_id": None,
+}
 
 # QuPath's own colours for its standard classes (PathClass.StandardPathClasses).
 STANDARD_CLASS_COLORS: dict[str, RGB] = {
@@ -45,22 +77,83 @@ STANDARD_CLASS_COLORS: dict[str, RGB] = {
     "Other": (255, 200, 0),
     "Region*": (0, 0, 180),
     "Ignore*": (180, 180, 180),
+    "Image": (128, 128, 128),
+}
+# PathClass's base colours of its intensity classes, scaled by getDefaultColor.
+_INTENSITY_COLORS: dict[str, RGB] = {
+    "1+": (255, 215, 0),
+    "2+": (225, 150, 50),
+    "3+": (200, 50, 50),
     "Positive": (200, 50, 50),
     "Negative": (90, 90, 180),
 }
+# How a derived intensity class darkens (<1) or brightens (>1) its parent's colour.
+_DERIVED_SCALE = {"1+": 0.9, "2+": 0.6, "3+": 0.4, "Positive": 0.75, "Negative": 1.25}
+
+
+def for_qupath(geometry: BaseGeometry) -> BaseGeometry:
+    """The geometry as every QuPath version reads it: a one-part MultiPolygon becomes its Polygon.
+
+    QuPath 0.4.x and 0.5.x throw a NullPointerException (GeometryTools -> RoiTools.getShapeROI) on
+    a MultiPolygon of one part, through GeoJSON import and paquo's ``from_shapely`` alike. Use this
+    wherever histoclick hands geometry to QuPath. Coordinates are unchanged (level-0 pixels).
+    """
+    if isinstance(geometry, MultiPolygon) and len(geometry.geoms) == 1:
+        return geometry.geoms[0]
+    return geometry
 
 
 def default_class_color(name: str) -> RGB:
-    """QuPath's colour for its standard classes, otherwise a bright colour derived from the name.
+    """The colour QuPath gives class ``name`` when it creates it without one (0.4 - 0.6).
 
-    Deterministic across runs and machines (a hash of the name, not Python's salted ``hash``).
+    Follows ``PathClass.getDefaultColor``: QuPath's standard classes keep their colours,
+    "Positive", "Negative", "1+", "2+", "3+" get QuPath's intensity colours (derived from their
+    parent's colour for derived classes such as "Stroma: Positive"), and any other name gets the
+    colour of Java's ``Random`` seeded with the class's ``String.hashCode()``. Deterministic
+    across runs and machines; derived classes are written "Parent: Child".
     """
-    if name in STANDARD_CLASS_COLORS:
-        return STANDARD_CLASS_COLORS[name]
-    digest = hashlib.sha256(name.encode("utf-8")).digest()
-    hue = int.from_bytes(digest[:4], "big") / 2**32
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.9)
-    return round(r * 255), round(g * 255), round(b * 255)
+    names = [part.strip() for part in name.split(":")]
+    if names[0] in _INTENSITY_COLORS:
+        color = _scaled(_INTENSITY_COLORS[names[0]], 1.25)
+    else:
+        color = STANDARD_CLASS_COLORS.get(names[0]) or _java_random_color(names[0])
+    for depth in range(1, len(names)):
+        parent, child = names[:depth], names[depth]
+        if child in _INTENSITY_COLORS:
+            if parent == ["Tumor"]:
+                color = _INTENSITY_COLORS[child]
+            else:
+                color = _scaled(color, _DERIVED_SCALE[child])
+        else:
+            color = _java_random_color("\n".join(names[: depth + 1]))
+    return color
+
+
+def _scaled(color: RGB, scale: float) -> RGB:
+    """QuPath's ``ColorTools.makeScaledRGB``: each channel times ``scale``, floored, at most 255."""
+    r, g, b = (min(255, int(c * scale)) for c in color)
+    return r, g, b
+
+
+def _java_random_color(cache_name: str) -> RGB:
+    """QuPath's colour for a new class: ``new Random(cacheName.hashCode())``, redrawn while dark."""
+    seed = 0
+    utf16 = cache_name.encode("utf-16-be")
+    for i in range(0, len(utf16), 2):  # Java chars are UTF-16 code units
+        seed = (31 * seed + int.from_bytes(utf16[i : i + 2], "big")) & 0xFFFFFFFF
+    if seed >= 2**31:  # String.hashCode is a signed int; Random(long) sign-extends it
+        seed -= 2**32
+    state = (seed ^ 0x5DEECE66D) & (2**48 - 1)
+
+    def next_int_256() -> int:  # Random.nextInt(256): a power of two takes the top 8 bits
+        nonlocal state
+        state = (state * 0x5DEECE66D + 0xB) & (2**48 - 1)
+        return state >> 40
+
+    r = g = b = 0
+    while r < 40 and g < 40 and b < 40:
+        r, g, b = next_int_256(), next_int_256(), next_int_256()
+    return r, g, b
 
 
 def as_rgb(color: Any) -> RGB:
@@ -82,7 +175,8 @@ class Annotation:
     """One annotation to write: a mask (tile pixels) or a geometry (level-0 pixels), plus its class.
 
     ``measurements`` are numbers shown in QuPath's measurement table (e.g. clicks used, predicted
-    IoU). ``color`` overrides the class colour.
+    IoU). ``color`` is the object's own colour (QuPath's ``PathObject.setColor``: the object is
+    drawn in it instead of its class colour); None leaves the class colour.
     """
 
     shape: Shape
@@ -184,9 +278,9 @@ def annotations_frame(
                 "object_type": "annotation",
                 "name": annotation.name,
                 "classification": annotation.classification,
-                "color": None if annotation.color is None else as_rgb(annotation.color),
                 "is_locked": bool(annotation.is_locked),
                 "measurements": measurement_dict(annotation.measurements),
+                "object_color": None if annotation.color is None else as_rgb(annotation.color),
             }
         )
         geometries.append(geometry)
@@ -214,10 +308,42 @@ def measurement_dict(measurements: Mapping[str, Any] | None) -> dict[str, float]
     return out
 
 
+def metadata_dict(metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """Validate object metadata: QuPath keeps string keys and string values only."""
+    out: dict[str, str] = {}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(
+                f"metadata {key!r}: {value!r} is not text; QuPath object metadata maps text to text"
+            )
+        out[key] = value
+    return out
+
+
+def plane_dict(plane: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """``{"c", "z", "t"}`` integers of a QuPath ImagePlane (missing keys: c -1, z 0, t 0), or
+    None for the default plane (c -1, z 0, t 0), as QuPath leaves it out of its files."""
+    if plane is None:
+        return None
+    full = {"c": -1, "z": 0, "t": 0}
+    for key, value in plane.items():
+        if key in full:
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise ValueError(f"plane {key} must be an integer, got {value!r}")
+            full[key] = int(value)
+    return None if full == {"c": -1, "z": 0, "t": 0} else full
+
+
 def frame_from_rows(rows: list[dict[str, Any]], geometries: list[BaseGeometry]) -> gpd.GeoDataFrame:
-    """The annotation table from row dicts (keys :data:`COLUMNS`) and their geometries."""
+    """The annotation table from row dicts (keys of :data:`COLUMNS`) and their geometries.
+
+    A key missing from a row takes its default (None, "annotation", False, or an empty dict).
+    """
+    complete = [
+        {k: row[k] if k in row else _DEFAULTS.get(k, {}) for k in COLUMNS} for row in rows
+    ]
     # dtype=object keeps None as None (pandas would turn it into NaN in a string column).
-    table = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+    table = pd.DataFrame(complete, columns=COLUMNS, dtype=object)
     table["is_locked"] = table["is_locked"].astype(bool)
     return gpd.GeoDataFrame(table, geometry=gpd.GeoSeries(geometries, index=table.index))
 
@@ -256,6 +382,16 @@ def _complete_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
                 "measurements": measurement_dict(
                     row["measurements"] if isinstance(row.get("measurements"), Mapping) else None
                 ),
+                "object_color": (
+                    None if _is_missing(row.get("object_color")) else as_rgb(row["object_color"])
+                ),
+                "metadata": metadata_dict(
+                    row["metadata"] if isinstance(row.get("metadata"), Mapping) else None
+                ),
+                "plane": plane_dict(
+                    row["plane"] if isinstance(row.get("plane"), Mapping) else None
+                ),
+                "parent_id": valid_uuid(row.get("parent_id")),
             }
         )
     completed = frame_from_rows(rows, list(frame.geometry))

@@ -26,7 +26,24 @@ class QuPathNotFoundError(RuntimeError):
 
 
 class ImageUnreachableError(FileNotFoundError):
-    """The image file behind a project entry is missing, so QuPath cannot save its data."""
+    """The image behind a project entry is not a local file histoclick can reach.
+
+    The file is missing, or the entry is not a file at all (an OMERO or http URI, a combined
+    image made of several files), so histoclick can neither read its pixels nor save its data.
+    """
+
+
+class UnsupportedImageError(ValueError):
+    """A project entry's pixels are a transform of its file that histoclick cannot reproduce.
+
+    QuPath shows rotated, cropped, affine-transformed and sparse images, and the series of a
+    multi-series (Bio-Formats) file, in a frame other than the file's own; reading the file would
+    give the wrong pixels for the entry's annotations.
+    """
+
+
+class ProjectChangedError(RuntimeError):
+    """An image's data file changed on disk (e.g. saved by QuPath) since histoclick read it."""
 
 
 def find_qupath() -> Path:

@@ -5,10 +5,9 @@
 >>> from histoclick.training import FinetuneConfig, TileSet, finetune
 >>> tiles = TileSet.from_dataset(FolderDataset("camelyon16_mini"))          # doctest: +SKIP
 >>> result = finetune(load_model("vit_b"), tiles, "runs/md", FinetuneConfig(scenario="md"))  # doctest: +SKIP
->>> model = load_model(result.best)                                        # doctest: +SKIP
+>>> model = load_model(result.best)  # chosen on result.val; report on result.test  # doctest: +SKIP
 """
 
-from .checkpoint import load_finetuned, save_checkpoint
 from .clicks import next_training_click
 from .data import TileSet, TrainingData
 from .losses import LOSSES, bce_loss, dice_loss, normalized_focal_loss
@@ -28,8 +27,6 @@ __all__ = [
     "distributed_device",
     "finetune",
     "frozen_encoder",
-    "load_finetuned",
     "next_training_click",
     "normalized_focal_loss",
-    "save_checkpoint",
 ]

@@ -32,7 +32,7 @@ class TileSet:
     """Annotated tiles, loaded lazily by id.
 
     ids: tile ids. groups: the slide (or patient, or any unit that must not straddle the
-    train/validation split) of each tile. load: ``id -> (image, mask)`` with ``image`` an
+    train/validation/test split) of each tile. load: ``id -> (image, mask)`` with ``image`` an
     ``(H, W, 3)`` uint8 RGB tile and ``mask`` an ``(H, W)`` array, non-zero = object.
     """
 
@@ -59,14 +59,28 @@ class TileSet:
     @classmethod
     def from_dataset(cls, dataset, group_pattern: str | None = None) -> TileSet:
         """Tiles of a :class:`histoclick.evaluation.protocol.Dataset` (for example a
-        ``FolderDataset``), masks being the samples' ground truth.
+        ``FolderDataset``), masks being the samples' ground truth, grouped by slide.
 
         group_pattern: regular expression searched in each sample id; its first group (or the
-            whole match) names the slide, e.g. ``r"^(.+)_tile"`` for ``slide1_tile003``. Without
-            it every tile is its own group.
+            whole match) names the slide, e.g. ``r"^(.+)_tile"`` for ``slide1_tile003``.
+            Without it the slide is what precedes ``@`` or ``/`` in the id (CAMELYON16 and PAIP
+            tiles are ``slide@x,y``, QuPath ones ``image/key``); an id with neither is its own
+            group, with a warning when that leaves every tile alone in its group.
         """
         ids = tuple(dataset.sample_ids)
-        groups = ids if group_pattern is None else tuple(_group(i, group_pattern) for i in ids)
+        if group_pattern is None:
+            groups = tuple(default_group(i) for i in ids)
+            if len(set(groups)) == len(ids) > 1:
+                warnings.warn(
+                    f"the tile ids of {getattr(dataset, 'name', 'the dataset')} do not name their "
+                    "slides, so every tile is its own group and tiles of one slide may fall on "
+                    "both sides of the train/validation/test split: give a group pattern "
+                    "(--group-pattern) when the ids hold the slide name",
+                    stacklevel=2,
+                )
+        else:
+            regex = _compiled(group_pattern)
+            groups = tuple(_group(i, regex) for i in ids)
 
         def load(sample_id: str) -> tuple[np.ndarray, np.ndarray]:
             sample = dataset.load(sample_id)
@@ -79,37 +93,64 @@ class TileSet:
             tuple(self.ids[i] for i in indices), tuple(self.groups[i] for i in indices), self.load
         )
 
-    def split(self, val_fraction: float, seed: int = 0) -> tuple[TileSet, TileSet]:
-        """Split into ``(train, val)`` by group: whole groups, drawn in a seeded random order, go
-        to validation until it holds at least ``val_fraction`` of the tiles."""
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if val_fraction == 0:
-            return self, self.subset([])
-        names = sorted(set(self.groups))
-        if len(names) < 2:
+    def split(
+        self, val_fraction: float, test_fraction: float = 0.0, seed: int = 0
+    ) -> tuple[TileSet, TileSet, TileSet]:
+        """Split into ``(train, val, test)`` by group: whole groups, drawn in a seeded random
+        order, go to test until it holds at least ``test_fraction`` of the tiles, then to
+        validation until it holds ``val_fraction``; at least one group stays for training."""
+        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+        for name, value in fractions.items():
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if val_fraction + test_fraction >= 1:
             raise ValueError(
-                f"all {len(self)} tiles belong to one group ({names[0]!r}), so no validation set "
-                "can be held out by group: give a group pattern that separates slides, or set "
-                "the validation fraction to 0"
+                f"val_fraction + test_fraction must be below 1 (some tiles must train), got "
+                f"{val_fraction} + {test_fraction}"
             )
-        order = np.random.default_rng(seed).permutation(len(names))
-        val_groups: set[str] = set()
-        target = val_fraction * len(self)
-        for k in order[:-1]:  # at least one group stays for training
-            if sum(g in val_groups for g in self.groups) >= target:
-                break
-            val_groups.add(names[k])
-        train = [i for i, g in enumerate(self.groups) if g not in val_groups]
-        val = [i for i, g in enumerate(self.groups) if g in val_groups]
-        return self.subset(train), self.subset(val)
+        names = sorted(set(self.groups))
+        needed = 1 + (val_fraction > 0) + (test_fraction > 0)
+        if len(names) < needed:
+            raise ValueError(
+                f"the {len(self)} tiles belong to {len(names)} group(s) ({', '.join(map(repr, names[:3]))}), "
+                f"but train, validation and test need {needed} groups (slides) to be held out by "
+                "group: give a group pattern that separates slides, or lower the fractions to 0"
+            )
+        order = [names[k] for k in np.random.default_rng(seed).permutation(len(names))]
+        held: dict[str, set[str]] = {"test": set(), "val": set()}
+        for subset, fraction, later in (("test", test_fraction, val_fraction > 0), ("val", val_fraction, False)):
+            target = fraction * len(self)
+            # Leave a group for training, and one for validation while filling the test set.
+            while len(order) > 1 + later and sum(g in held[subset] for g in self.groups) < target:
+                held[subset].add(order.pop(0))
+        members = {"train": set(order), **held}
+        return tuple(  # type: ignore[return-value]
+            self.subset([i for i, g in enumerate(self.groups) if g in members[name]])
+            for name in ("train", "val", "test")
+        )
 
 
-def _group(sample_id: str, pattern: str) -> str:
-    match = re.search(pattern, sample_id)
+def default_group(sample_id: str) -> str:
+    """The slide of a tile id without a group pattern: the part before the first ``@`` or
+    ``/`` (``tumor_001@2048,4096`` -> ``tumor_001``), else the whole id."""
+    return re.split(r"[@/]", sample_id, maxsplit=1)[0]
+
+
+def _compiled(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise ValueError(
+            f"group pattern {pattern!r} is not a valid regular expression ({err}): give one whose "
+            "first group names the slide, e.g. '^(.+?)_' for 'slide01_0003'"
+        ) from None
+
+
+def _group(sample_id: str, regex: re.Pattern) -> str:
+    match = regex.search(sample_id)
     if match is None:
         raise ValueError(
-            f"group pattern {pattern!r} does not match tile id {sample_id!r}: every id must "
+            f"group pattern {regex.pattern!r} does not match tile id {sample_id!r}: every id must "
             "contain its slide name, e.g. pattern r'^(.+?)_' for 'slide01_0003'"
         )
     return match.group(1) if match.groups() else match.group(0)

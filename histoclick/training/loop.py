@@ -1,12 +1,24 @@
 """Fine-tuning with simulated clicks, as RITM trains (and as the study fine-tuned SAM).
 
-Each step, for every tile of the batch: a first click inside the object, then ``n`` extra clicks
-(``n`` drawn in ``0..max_extra_clicks`` per batch), each one from the errors of the model's own
-previous prediction, with that prediction's low-resolution logits fed back as mask prompt. The
-extra clicks run without gradient; the loss is taken on the prediction after the last click.
-When that is the first click and SAM's decoder is trained, SAM's three candidate masks are
-predicted and the best one is trained (SAM's rule for ambiguous prompts, and what
-:class:`~histoclick.ClickSession` shows on a first click).
+Each step, for every tile of the batch: first clicks from RITM's multi-point sampler (several
+positive and negative points, :class:`~histoclick.training.clicks.FirstClickSampler`), then
+``n`` extra clicks (``n`` drawn in ``0..max_extra_clicks`` per batch, RITM's
+``max_num_next_clicks=3`` by default), each one from the errors of the model's own previous
+prediction, with that prediction's low-resolution logits fed back as mask prompt. The extra
+clicks run without gradient and in eval mode, as in RITM's trainer; the loss is taken on the
+prediction after the last click (RITM's too). When every tile of the batch has a single click so
+far, SAM's three candidate masks are predicted and the best one is trained (SAM's rule for
+ambiguous prompts, and what :class:`~histoclick.ClickSession` shows on a first click).
+
+Deliberate deviations from RITM, for SAM: the previous prediction is fed back as SAM's mask
+prompt (its low-resolution logits), not as a probability channel of the input; clicks and losses
+live in SAM's 256x256 low-resolution mask frame (4x4 input pixels per cell), where the mask
+prompt and the decoder's output live, and each click is given to SAM at the centre of its cell
+in the 1024-pixel input frame (``_input_xy``). Measured effect: of 10,199 training clicks drawn on
+camelyon16_mini's 32 tiles (512 pixels: a cell is 2x2 tile pixels), none lands on a tile pixel
+of the other label (``benchmarks/bench_training.py --click-frame-data``), as first clicks avoid
+the object's eroded rim and error clicks the outer half of their region. RITM's object merging
+and hierarchy sampling do not apply to one target region per tile.
 
 Runs unchanged under ``torchrun`` with DistributedDataParallel (one process per GPU)::
 
@@ -43,15 +55,16 @@ from histoclick.embeddings import EmbeddingCache
 from histoclick.files import atomic_path
 from histoclick.models.checkpoints import CheckpointError, read_checkpoint
 from histoclick.models.enhanced_decoder import EnhancedDecoderConfig
+from histoclick.models.finetuned import apply_tensors, base_reference, read_metadata, save_checkpoint, trained_digest
 from histoclick.models.loading import resolve_device
 from histoclick.models.sam_model import SamModel
-from histoclick.training.checkpoint import apply_tensors, base_reference, save_checkpoint
-from histoclick.training.clicks import next_training_click
+from histoclick.training.clicks import FIRST_CLICKS, FirstClickSampler, next_training_click
 from histoclick.training.data import AUGMENTATIONS, LOW_RES_SCALE, TileSet, TrainingData
 from histoclick.training.losses import LOSSES, mask_iou
 from histoclick.training.scenarios import apply_scenario, frozen_encoder
+from histoclick.training.selection import click_loop_score, training_view
 
-LOG_COLUMNS = ("epoch", "steps", "lr", "train_loss", "train_iou", "val_loss", "val_iou", "seconds")
+LOG_COLUMNS = ("epoch", "steps", "lr", "train_loss", "train_iou", "val_miou", "val_noc85", "seconds")
 
 
 @dataclass(frozen=True)
@@ -62,12 +75,19 @@ class FinetuneConfig:
     epochs: passes over the training tiles. batch_size: tiles per optimizer step (per process).
     lr: AdamW peak learning rate, decayed to 0 along a cosine over all steps.
     weight_decay: AdamW decoupled weight decay. grad_clip: max gradient L2 norm (0: no clipping).
-    max_extra_clicks: clicks after the first, drawn uniformly in ``0..max_extra_clicks`` per batch.
+    max_extra_clicks: clicks after the first ones, drawn uniformly in ``0..max_extra_clicks`` per
+        batch (RITM: 3).
+    first_clicks: ``multipoint`` (RITM's multi-point sampler: positive and negative first
+        points) or ``single`` (one positive click inside the object, farther from its boundary
+        than half the largest distance: the rule of the extra clicks).
     loss: ``nfl`` (Normalized Focal Loss, RITM's), ``dice`` or ``bce``.
     iou_loss_weight: weight of the MSE between predicted and actual IoU (trains the IoU head).
     augment: ``dihedral`` (a random one of the 8 rotations/flips of each tile per epoch; with a
         frozen encoder each variant's embedding is computed once and cached) or ``none``.
-    val_fraction: share of tiles held out for validation, whole groups (slides) at a time.
+    val_fraction: share of tiles held out for validation (checkpoint selection), whole groups
+        (slides) at a time. test_fraction: share held out, by group too, for the reported results.
+    val_clicks: simulated clicks per validation tile in the click loop that selects ``best.pt``
+        (the highest mean IoU over clicks 1..val_clicks).
     seed: seeds the split, the augmentations, the clicks and the new layers' initialisation.
     bf16: autocast to bfloat16 on GPUs that support it (the CPU always computes in float32).
     enhanced: the enhanced decoder's shape (scenario ``enhanced`` only).
@@ -80,10 +100,13 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     max_extra_clicks: int = 3
+    first_clicks: str = "multipoint"
     loss: str = "nfl"
     iou_loss_weight: float = 1.0
     augment: str = "dihedral"
     val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    val_clicks: int = 5
     seed: int = 0
     bf16: bool = True
     enhanced: EnhancedDecoderConfig = field(default_factory=EnhancedDecoderConfig)
@@ -93,25 +116,38 @@ class FinetuneConfig:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.max_extra_clicks < 0:
-            raise ValueError("epochs and batch_size must be >= 1 and max_extra_clicks >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_extra_clicks < 0 or self.val_clicks < 1:
+            raise ValueError("epochs, batch_size and val_clicks must be >= 1 and max_extra_clicks >= 0")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.first_clicks not in FIRST_CLICKS:
+            raise ValueError(f"first_clicks must be one of {', '.join(FIRST_CLICKS)}, got {self.first_clicks!r}")
         frozen_encoder(self.scenario)  # validates the name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
-        return cls(**{**values, "enhanced": EnhancedDecoderConfig(**values["enhanced"])})
+    def from_dict(cls, values: dict[str, Any], source: str | os.PathLike = "the settings") -> FinetuneConfig:
+        """The config :meth:`to_dict` wrote; ``source`` (a checkpoint path) names it in errors."""
+        try:
+            return cls(**{**values, "enhanced": EnhancedDecoderConfig(**values["enhanced"])})
+        except (TypeError, KeyError, ValueError) as err:
+            raise CheckpointError(
+                f"{source} holds training settings this histoclick cannot use ({err}): it is damaged "
+                "or from another version; start a new run instead of resuming"
+            ) from None
 
 
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` produced.
 
-    model: the model after the last epoch (scenario applied). best: checkpoint of the epoch with
-    the lowest validation loss (the last epoch without validation set). last: resumable
-    checkpoint of the last epoch. log: the CSV log. history: its rows. train, val: the split.
+    model: the model after the last epoch (scenario applied, eval mode, a new identity). best:
+    checkpoint of the epoch with the highest validation click-loop mIoU (the last epoch without
+    validation tiles). last: resumable checkpoint of the last epoch. log: the CSV log. history:
+    its rows. train, val, test: the split (report results on ``test``, never on ``val``, which
+    chose ``best``). best_epoch: the epoch ``best`` holds.
     """
 
     model: SamModel
@@ -121,6 +157,8 @@ class FinetuneResult:
     history: list[dict[str, Any]]
     train: TileSet
     val: TileSet
+    test: TileSet
+    best_epoch: int
 
 
 class ClickTrainingModel(nn.Module):
@@ -130,10 +168,11 @@ class ClickTrainingModel(nn.Module):
     forward per backward.
     """
 
-    def __init__(self, model: SamModel, frozen_encoder: bool) -> None:
+    def __init__(self, model: SamModel, frozen_encoder: bool, first_clicks: str = "multipoint") -> None:
         super().__init__()
         self.sam = model.sam
         self.frozen_encoder = frozen_encoder
+        self.sampler = FirstClickSampler() if first_clicks == "multipoint" else None
 
     def forward(
         self,
@@ -144,26 +183,37 @@ class ClickTrainingModel(nn.Module):
         rng: np.random.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the clicks on a batch; returns the last prediction's ``(B, M, S, S)``
-        low-resolution logits and ``(B, M)`` IoU estimates (``M`` = 3 for SAM's first click
-        when it is the one trained, else 1).
+        low-resolution logits and ``(B, M)`` IoU estimates (``M`` = 3 when every tile has a
+        single click, SAM's rule for an ambiguous prompt; else 1).
 
         inputs: ``(B, 256, 64, 64)`` embeddings (frozen encoder) or ``(B, 3, 1024, 1024)`` images.
         gt, valid: ``(B, S, S)`` bool in the low-resolution frame.
         """
         features = inputs if self.frozen_encoder else self.sam.image_encoder(inputs)
         gt_np, valid_np = gt.cpu().numpy(), valid.cpu().numpy()
-        empty = np.zeros_like(gt_np[0])
-        clicks = [[next_training_click(g, empty, rng, v)] for g, v in zip(gt_np, valid_np)]
+        if self.sampler is None:
+            empty = np.zeros_like(gt_np[0])
+            clicks = [[next_training_click(g, empty, rng, v)] for g, v in zip(gt_np, valid_np)]
+        else:
+            clicks = [self.sampler.sample(g, rng, v) for g, v in zip(gt_np, valid_np)]
+            longest = max(len(c) for c in clicks)
+            clicks = [c + [None] * (longest - len(c)) for c in clicks]  # padding points
+        single = all(len(c) == 1 for c in clicks)
         previous = None
-        with torch.no_grad():
-            for step in range(extra_clicks):
-                logits, iou = self._decode(features.detach(), clicks, previous, multimask=step == 0)
-                best = iou.argmax(dim=1)
-                previous = logits[torch.arange(len(logits)), best][:, None]
-                predicted = (previous[:, 0] > 0).cpu().numpy()
-                for b, sample_clicks in enumerate(clicks):
-                    sample_clicks.append(next_training_click(gt_np[b], predicted[b], rng, valid_np[b]))
-        return self._decode(features, clicks, previous, multimask=extra_clicks == 0)
+        training = self.sam.training
+        self.sam.eval()  # RITM simulates the extra clicks with the network in eval mode
+        try:
+            with torch.no_grad():
+                for step in range(extra_clicks):
+                    logits, iou = self._decode(features.detach(), clicks, previous, multimask=step == 0 and single)
+                    best = iou.argmax(dim=1)
+                    previous = logits[torch.arange(len(logits)), best][:, None]
+                    predicted = (previous[:, 0] > 0).cpu().numpy()
+                    for b, sample_clicks in enumerate(clicks):
+                        sample_clicks.append(next_training_click(gt_np[b], predicted[b], rng, valid_np[b]))
+        finally:
+            self.sam.train(training)
+        return self._decode(features, clicks, previous, multimask=extra_clicks == 0 and single)
 
     def _decode(self, features, clicks, previous, multimask: bool):
         """SAM's prompt encoder and mask decoder, tile by tile (SAM's decoder takes one image).
@@ -234,10 +284,16 @@ def training_step(
     autocast: torch.autocast | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch of :class:`TrainingData` items; returns the detached
-    ``(loss, kept-mask IoU)``. Gradients are clipped to ``config.grad_clip``."""
+    ``(loss, kept-mask IoU)``. Gradients are clipped to ``config.grad_clip``. A non-finite
+    loss raises FloatingPointError before any weight changes."""
     with autocast if autocast is not None else contextlib.nullcontext():
         logits, iou_pred = net(batch["inputs"], batch["gt"], batch["valid"], extra_clicks, rng)
     loss, iou = batch_loss(logits, iou_pred, batch["gt"], batch["valid"], config)
+    finite = torch.isfinite(loss.detach()).float()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every process stops together
+    if not finite.item():
+        raise FloatingPointError(f"the loss is {loss.item()} (not finite), so the training diverged")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
@@ -254,7 +310,9 @@ def finetune(
     config: FinetuneConfig = FinetuneConfig(),
     *,
     val: TileSet | None = None,
+    test: TileSet | None = None,
     resume: str | os.PathLike | None = None,
+    overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> FinetuneResult:
@@ -262,37 +320,52 @@ def finetune(
 
     Args:
         model: base model from :func:`histoclick.load_model`, on the device to train on (under
-            torchrun: ``distributed_device()``).
-        tiles: training tiles; unless ``val`` is given, ``config.val_fraction`` of them (whole
-            groups) are held out for validation.
-        out_dir: receives ``last.pt`` (resumable, every epoch), ``best.pt`` (lowest validation
-            loss), ``log.csv`` (one row per epoch) and ``split.csv`` (tile ids per subset).
+            torchrun: ``distributed_device()``). On return it holds the last epoch's weights, is
+            in eval mode and has a new identity (and, when its encoder was trained, a new
+            encoder identity, so no embedding cached for the base is reused).
+        tiles: training tiles; unless ``val`` is given, ``config.val_fraction`` and
+            ``config.test_fraction`` of them (whole groups: slides) are held out for
+            validation (checkpoint selection) and test (the reported results).
+        out_dir: receives ``last.pt`` (resumable, every epoch), ``best.pt`` (the epoch with the
+            best validation click loop, see :mod:`.selection`), ``log.csv`` (one row per epoch)
+            and ``split.csv`` (tile ids per subset). A folder that already holds a run is
+            refused unless ``resume`` or ``overwrite`` is given.
         config: the run's settings.
         val: an explicit validation set (then ``tiles`` is all training data).
+        test: an explicit test set, with ``val`` (default: none).
         resume: a ``last.pt`` to continue from: same base model and settings (only ``epochs``
             may grow; the cosine schedule then stretches to the new length).
+        overwrite: replace the run in ``out_dir`` (its checkpoints and log are deleted first).
         cache_dir: embedding cache for frozen-encoder scenarios (default ``out_dir/embeddings``).
         progress: show tqdm progress bars (on rank 0).
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (the run stops; checkpoints of
+            earlier epochs stay, no non-finite weights are ever written).
+        FileExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     rank, world = _init_distributed(model.device)
+    paths = {name: out_dir / f"{name}.pt" for name in ("best", "last")}
+    log_path = out_dir / "log.csv"
+    if rank == 0:
+        _prepare_out_dir(out_dir, [*paths.values(), log_path], resume, overwrite)
     torch.manual_seed(config.seed)
     if val is None:
-        train_tiles, val_tiles = tiles.split(config.val_fraction, config.seed)
+        train_tiles, val_tiles, test_tiles = tiles.split(config.val_fraction, config.test_fraction, config.seed)
     else:
-        train_tiles, val_tiles = tiles, val
+        train_tiles, val_tiles, test_tiles = tiles, val, test if test is not None else tiles.subset([])
     base = base_reference(model)
     trainable = apply_scenario(model, config.scenario, config.enhanced)
     frozen = frozen_encoder(config.scenario)
-    cache = EmbeddingCache(cache_dir if cache_dir is not None else out_dir / "embeddings")
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else out_dir / "embeddings"
+    cache = EmbeddingCache(cache_dir)
 
-    def data(subset: TileSet, augment: str) -> TrainingData:
-        return TrainingData(subset, model, frozen_encoder=frozen, augment=augment, seed=config.seed, cache=cache)
-
-    train_data = data(train_tiles, config.augment)
+    train_data = TrainingData(
+        train_tiles, model, frozen_encoder=frozen, augment=config.augment, seed=config.seed, cache=cache
+    )
     if len(train_data) == 0:
         raise ValueError("no training tile has an object pixel: check the masks (non-zero = object)")
-    val_data = data(val_tiles, "none") if len(val_tiles) else None
     train_sampler = DistributedSampler(train_data, world, rank, shuffle=True, seed=config.seed)
     train_loader = DataLoader(train_data, config.batch_size, sampler=train_sampler)
 
@@ -303,80 +376,111 @@ def finetune(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     history: list[dict[str, Any]] = []
-    best_loss, start_epoch = math.inf, 0
+    best_score, start_epoch = -math.inf, 0
     if resume is not None:
         state = _resume(resume, model, base, config, trainable, optimizer, schedule, val_tiles)
-        history, best_loss, start_epoch = state["history"], state["best_loss"], state["epoch"]
+        history, best_score, start_epoch = state["history"], state["best_score"], state["epoch"]
 
-    net = ClickTrainingModel(model, frozen)
+    net = ClickTrainingModel(model, frozen, config.first_clicks)
     step_net: nn.Module = net
     if world > 1:
         device_ids = [model.device.index] if model.device.type == "cuda" else None
-        # SAM's decoder has heads a step may not use (multimask outputs); the enhanced one has none.
-        unused = config.scenario != "enhanced"
-        step_net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=unused)
+        # SAM's decoder has heads a step may not use (multimask outputs).
+        step_net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=True)
     autocast = torch.autocast(
         model.device.type,
         dtype=torch.bfloat16,
         enabled=config.bf16 and model.device.type == "cuda" and torch.cuda.is_bf16_supported(),
     )
-    paths = {name: out_dir / f"{name}.pt" for name in ("best", "last")}
-    log_path = out_dir / "log.csv"
     is_main = rank == 0
     if is_main:
-        _write_split(out_dir / "split.csv", train_tiles, val_tiles)
+        _write_split(out_dir / "split.csv", {"train": train_tiles, "val": val_tiles, "test": test_tiles})
 
-    for epoch in range(start_epoch, config.epochs):
-        start = time.perf_counter()
-        train_data.set_epoch(epoch)
-        train_sampler.set_epoch(epoch)
-        rng = np.random.default_rng((config.seed, 0, epoch, rank))
-        sums = torch.zeros(3, device=model.device)  # loss, iou, batches
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and is_main))
-        for batch in bar:
-            extra = int(rng.integers(config.max_extra_clicks + 1))
-            loss, iou = training_step(step_net, optimizer, batch, extra, rng, config, autocast)
-            schedule.step()
-            sums += torch.stack([loss, iou, torch.ones((), device=sums.device)])
-            bar.set_postfix(loss=f"{loss.item():.4f}", iou=f"{iou.item():.3f}")
-        train_loss, train_iou = _mean(sums)
-        val_loss, val_iou = (None, None) if val_data is None else _validate(
-            net, val_data, config, autocast, rank, world, progress and is_main
-        )
-        history.append({
-            "epoch": epoch + 1, "steps": (epoch + 1) * len(train_loader), "lr": schedule.get_last_lr()[0],
-            "train_loss": train_loss, "train_iou": train_iou, "val_loss": val_loss, "val_iou": val_iou,
-            "seconds": time.perf_counter() - start,
-        })
-        improved = val_loss is None or val_loss < best_loss
-        best_loss = best_loss if val_loss is None else min(best_loss, val_loss)
-        if is_main:
-            meta = dict(base=base, scenario=config.scenario, trainable=trainable, config=config.to_dict(), epoch=epoch + 1)
-            training = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                        "history": history, "best_loss": best_loss, "val_ids": list(val_tiles.ids)}
-            save_checkpoint(paths["last"], model, training=training, **meta)
-            if improved:
-                save_checkpoint(paths["best"], model, **meta)
-            _write_log(log_path, history)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            start = time.perf_counter()
+            train_data.set_epoch(epoch)
+            train_sampler.set_epoch(epoch)
+            rng = np.random.default_rng((config.seed, 0, epoch, rank))
+            sums = torch.zeros(3, device=model.device)  # loss, iou, batches
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and is_main))
+            model.sam.train()
+            for step, batch in enumerate(bar):
+                extra = int(rng.integers(config.max_extra_clicks + 1))
+                try:
+                    loss, iou = training_step(step_net, optimizer, batch, extra, rng, config, autocast)
+                except FloatingPointError as err:
+                    kept = "the checkpoints of earlier epochs are kept" if history else "no checkpoint was written"
+                    raise FloatingPointError(
+                        f"training stopped at epoch {epoch + 1}, step {step + 1}: {err}; {kept} "
+                        f"in {out_dir}; lower the learning rate (now {config.lr:g})"
+                    ) from None
+                schedule.step()
+                sums += torch.stack([loss, iou, torch.ones((), device=sums.device)])
+                bar.set_postfix(loss=f"{loss.item():.4f}", iou=f"{iou.item():.3f}")
+            model.sam.eval()
+            train_loss, train_iou = _mean(sums)
+            score = None
+            if len(val_tiles):
+                score = click_loop_score(
+                    training_view(model, frozen), val_tiles, config.val_clicks,
+                    cache_dir=cache_dir if frozen else None, rank=rank, world=world,
+                )
+            history.append({
+                "epoch": epoch + 1, "steps": (epoch + 1) * len(train_loader), "lr": schedule.get_last_lr()[0],
+                "train_loss": train_loss, "train_iou": train_iou,
+                "val_miou": None if score is None else score.miou,
+                "val_noc85": None if score is None else score.noc85,
+                "seconds": time.perf_counter() - start,
+            })
+            improved = score is None or score.miou > best_score
+            best_score = best_score if score is None else max(best_score, score.miou)
+            if is_main:
+                meta = dict(base=base, scenario=config.scenario, trainable=trainable, config=config.to_dict(), epoch=epoch + 1)
+                training = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                            "history": history, "best_score": best_score, "val_ids": list(val_tiles.ids)}
+                save_checkpoint(paths["last"], model, training=training, **meta)
+                if improved:
+                    save_checkpoint(paths["best"], model, **meta)
+                _write_log(log_path, history)
+    finally:
+        model.sam.eval()
     if world > 1:
         dist.barrier()
-    return FinetuneResult(model, paths["best"], paths["last"], log_path, history, train_tiles, val_tiles)
+    params = dict(model.sam.named_parameters())
+    model.weights_changed(
+        trained_digest(base, {name: params[name] for name in trainable}),
+        f"fine-tuned in this process ({config.scenario}, {out_dir})",
+        encoder=not frozen,
+    )
+    return FinetuneResult(
+        model, paths["best"], paths["last"], log_path, history, train_tiles, val_tiles, test_tiles,
+        _best_epoch(history),
+    )
 
 
-@torch.no_grad()
-def _validate(net, data, config, autocast, rank, world, progress) -> tuple[float, float]:
-    """Mean loss and kept-mask IoU over the validation tiles, with the same seeded clicks every
-    epoch (tiles sharded over processes, sums reduced)."""
-    sampler = DistributedSampler(data, world, rank, shuffle=False)
-    rng = np.random.default_rng((config.seed, 1, rank))
-    sums = torch.zeros(3, device=net.sam.device)
-    for batch in tqdm(DataLoader(data, config.batch_size, sampler=sampler), desc="validation", leave=False, disable=not progress):
-        extra = int(rng.integers(config.max_extra_clicks + 1))
-        with autocast:
-            logits, iou_pred = net(batch["inputs"], batch["gt"], batch["valid"], extra, rng)
-        loss, iou = batch_loss(logits, iou_pred, batch["gt"], batch["valid"], config)
-        sums += torch.stack([loss, iou, torch.ones((), device=sums.device)])
-    return _mean(sums)
+def _best_epoch(history: list[dict[str, Any]]) -> int:
+    """The epoch best.pt holds: the first with the highest validation mIoU, else the last."""
+    scored = [row for row in history if row["val_miou"] is not None]
+    if not scored:
+        return history[-1]["epoch"] if history else 0
+    return max(scored, key=lambda row: (row["val_miou"], -row["epoch"]))["epoch"]
+
+
+def _prepare_out_dir(out_dir: Path, outputs: list[Path], resume, overwrite: bool) -> None:
+    """Refuse to write over another run, unless resuming it or told to replace it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"the output folder {out_dir} is a file: choose a folder for the run")
+    existing = [path for path in outputs if path.exists()]
+    if existing and resume is None and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds a training run ({', '.join(p.name for p in existing)}): resume it "
+            f"(--resume {out_dir / 'last.pt'}), replace it (--overwrite), or choose another folder"
+        )
+    if overwrite and resume is None:
+        for path in existing:
+            path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _mean(sums: torch.Tensor) -> tuple[float, float]:
@@ -388,17 +492,17 @@ def _mean(sums: torch.Tensor) -> tuple[float, float]:
 
 def _resume(path, model, base, config, trainable, optimizer, schedule, val_tiles) -> dict[str, Any]:
     content = read_checkpoint(path)
-    meta, training = content.get("histoclick"), content.get("training")
-    if not isinstance(meta, dict) or training is None:
+    meta, training = read_metadata(path, content), content.get("training")
+    if not isinstance(training, dict) or not {"optimizer", "schedule", "history", "val_ids"} <= set(training):
         raise CheckpointError(f"{path} is not a resumable histoclick checkpoint: resume from a last.pt")
-    if meta["base"]["identity"] != base["identity"]:
+    if meta.base["identity"] != base["identity"]:
         raise CheckpointError(
-            f"{path} was trained from {meta['base']['identity']}, not from the given base model "
+            f"{path} was trained from {meta.base['identity']}, not from the given base model "
             f"{base['identity']}: resume with the same base model"
         )
-    saved = FinetuneConfig.from_dict(meta["config"])
+    saved = FinetuneConfig.from_dict(meta.config, path)
     if dataclasses.replace(saved, epochs=config.epochs) != config:
-        changed = [k for k, v in config.to_dict().items() if k != "epochs" and meta["config"][k] != v]
+        changed = [k for k, v in config.to_dict().items() if k != "epochs" and saved.to_dict()[k] != v]
         raise ValueError(
             f"cannot resume {path} with different settings ({', '.join(changed)}): only epochs may change"
         )
@@ -410,7 +514,8 @@ def _resume(path, model, base, config, trainable, optimizer, schedule, val_tiles
     apply_tensors(model, content["state_dict"], trainable, path)
     optimizer.load_state_dict(training["optimizer"])
     schedule.load_state_dict(training["schedule"])
-    return {"history": training["history"], "best_loss": training["best_loss"], "epoch": meta["epoch"]}
+    best_score = training.get("best_score", -math.inf)
+    return {"history": training["history"], "best_score": best_score, "epoch": meta.epoch}
 
 
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
@@ -420,11 +525,11 @@ def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
-def _write_split(path: Path, train: TileSet, val: TileSet) -> None:
+def _write_split(path: Path, subsets: dict[str, TileSet]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("id", "group", "subset"))
-        for subset, tiles in (("train", train), ("val", val)):
+        for subset, tiles in subsets.items():
             writer.writerows((i, g, subset) for i, g in zip(tiles.ids, tiles.groups))
 
 

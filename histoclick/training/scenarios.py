@@ -10,8 +10,9 @@ enhanced   Ours                        the enhanced mask decoder, which replaces
 =========  ==========================  ======================================================
 
 In ``md`` and ``enhanced`` the image encoder is frozen, so its embeddings can be computed once
-and cached. No SAM layer behaves differently in training mode (no dropout, no batch norm), so
-scenarios only switch ``requires_grad``.
+and cached. Scenarios switch ``requires_grad`` and leave every module in the model's mode (eval,
+as loaded): :func:`histoclick.training.finetune` switches to training mode only for the
+trained forward passes and back to eval mode for validation and when it returns.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def apply_scenario(
     if name == "enhanced":
         config = enhanced or EnhancedDecoderConfig()
         if not has_enhanced:
-            sam.mask_decoder = EnhancedMaskDecoder.from_sam(sam.mask_decoder, config).to(model.device)
+            decoder = EnhancedMaskDecoder.from_sam(sam.mask_decoder, config).to(model.device)
+            sam.mask_decoder = decoder.train(sam.training)  # a new module would be in training mode
         elif enhanced is not None and sam.mask_decoder.config != enhanced:
             raise ValueError(
                 f"the model's enhanced decoder has config {sam.mask_decoder.config}, not "

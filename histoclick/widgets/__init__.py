@@ -1,4 +1,5 @@
-"""Jupyter widgets: :class:`ClickWidget` segments a slide by clicks with SAM, saved for QuPath."""
+"""Jupyter widgets: :class:`ClickWidget` segments a slide by clicks (SAM or any interactive
+method), saved for QuPath."""
 
 from histoclick.widgets.click_widget import DEFAULT_CLASSES, Accepted, ClickWidget
 

@@ -1,4 +1,4 @@
-"""ClickWidget: click-to-segment a slide in JupyterLab with SAM, and save the objects for QuPath.
+"""ClickWidget: click-to-segment a slide in JupyterLab with any interactive method, saved for QuPath.
 
 Pointer events come from **ipyevents** on a plain ``ipywidgets.Image``. The picture (tile, mask,
 outlines, click markers) is rendered in Python and sent as PNG bytes, so all the browser has to
@@ -13,9 +13,14 @@ tile pixel) from a level-0 origin; clicks are tile pixels ``(column, row)``; sav
 are level-0 pixels. A click's tile pixel is ``floor(x * size / displayed_width)`` with ``x`` the
 CSS offset from the image's left edge, because the notebook may display the image scaled.
 
-Objects larger than the viewport: when an accepted mask touches the viewport's border, the widget
-offers to continue in the neighbouring viewport; the parts are merged (shapely union, level-0
-pixels) and saved as one annotation.
+The widget is the layout and the event wiring; the parts live beside it: ``state.py`` (clicks,
+masks, the object being built), ``saving.py`` (GeoJSON file or QuPath project),
+``navigation.py`` (pan, zoom, go-to), ``viewport.py`` (the viewport maths) and ``adapting.py``
+(the "Adapt to my annotations" toggle: online adaptation of SAM's decoder to accepted masks).
+
+Accept writes the object at once. When its mask touches the viewport's border, continuing in the
+neighbouring viewport (Continue, or any pan there) and accepting again extends that same object:
+the parts are merged (shapely union, level-0 pixels) and the object is rewritten under its UUID.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import geopandas as gpd
@@ -34,19 +39,19 @@ import shapely
 from ipyevents import Event
 from shapely.geometry import MultiPolygon
 
+from histoclick.adaptation import AdaptConfig, AdaptationFiles, Adapter
+from histoclick.evaluation.protocol import Method
 from histoclick.geometry import as_multipolygon
 from histoclick.models import SamModel
-from histoclick.qupath import (
-    Annotation,
-    ProjectImage,
-    default_class_color,
-    read_geojson,
-    write_geojson,
-)
-from histoclick.qupath.annotations import frame_from_rows
-from histoclick.session import ClickResult, ClickSession, MultimaskPolicy
+from histoclick.overlay import MASK_OPACITY, encode_png, render_overlay
+from histoclick.qupath import Annotation, ProjectImage, default_class_color
+from histoclick.session import MultimaskPolicy
 from histoclick.slides import Slide, open_slide
-from histoclick.overlay import encode_png, render_overlay
+from histoclick.widgets.adapting import AdaptationControls, AdaptingSamMethod
+from histoclick.widgets.keys import HELP, shortcut
+from histoclick.widgets.navigation import Navigator
+from histoclick.widgets.saving import SaveTarget
+from histoclick.widgets.state import ClickState, ObjectDraft, Step
 from histoclick.widgets.viewport import SIDES, Viewport, zoom_levels
 
 DEFAULT_CLASSES = ("Tumor", "Stroma", "Immune cells", "Necrosis", "Other")
@@ -59,14 +64,14 @@ class Accepted:
     """What Accept did.
 
     ``geometry``: the object so far (all accepted parts merged), level-0 pixels. ``saved``: it was
-    written as one annotation. ``open_sides``: neighbouring viewports the mask runs into, offered
-    for continuing ("left", "right", "up", "down"); the object is saved only when none remain or
-    :meth:`ClickWidget.finish` is called.
+    written (as one object, under ``object_id``). ``open_sides``: neighbouring viewports the mask
+    runs into, offered for continuing the same object ("left", "right", "up", "down").
     """
 
     geometry: MultiPolygon
     saved: bool
     open_sides: tuple[str, ...]
+    object_id: str | None = None
 
 
 class ClickWidget(widgets.VBox):
@@ -80,22 +85,35 @@ class ClickWidget(widgets.VBox):
         slide: a slide or image path, an open :class:`~histoclick.slides.Slide`, or a
             :class:`~histoclick.qupath.ProjectImage` (annotations then go to its project, and the
             class list is the project's).
-        model: a model from :func:`histoclick.load_model`.
+        method: a SAM model from :func:`histoclick.load_model`, or any interactive method of the
+            evaluation (:class:`~histoclick.evaluation.protocol.Method`: ``RegionGrowing()``,
+            ``GrabCut()``, ``SamMethod(model)``, ...).
         geojson: the GeoJSON file Accept appends to (created when missing). Not with a
             ProjectImage.
         classes: class names offered; default: the project's classes, else :data:`DEFAULT_CLASSES`.
         magnification, downsample: the viewport's resolution (at most one; default full resolution).
         origin: level-0 ``(x, y)`` of the first viewport; default the first tissue tile.
-        size: viewport side in tile pixels (what SAM sees).
+        size: viewport side in tile pixels (what the method sees).
         display_width: CSS width of the image in the page (default ``size``).
-        cache_dir: folder for image embeddings (default: the in-memory cache shared by sessions).
-        multimask: passed to :class:`~histoclick.ClickSession`.
+        cache_dir: folder for SAM's image embeddings (default: the in-memory cache shared by
+            sessions); only with a SAM model.
+        multimask: SAM's multimask policy (:class:`~histoclick.ClickSession`); only with a model.
+        outline_tolerance: saved outlines are simplified (Douglas-Peucker, topology kept) within
+            this many tile pixels of the mask's exact pixel outline; None saves the exact outline.
+            Half a pixel keeps every boundary inside the pixels it runs along and cuts a ragged
+            1024-pixel outline's vertices several-fold (``benchmarks/bench_widget.py``).
+        adapter: an online adapter to continue (``Adapter.load("objects.geojson", cache_dir=...)``,
+            :mod:`histoclick.adaptation`), for a SAM model with its image encoder; the "Adapt to
+            my annotations" toggle then starts on. Without it the toggle starts off and creates
+            an ``Adapter(method, adapt_config, cache_dir=cache_dir)`` (background refits) when
+            turned on. See :mod:`histoclick.widgets.adapting`.
+        adapt_config: settings of that adapter (default :class:`~histoclick.adaptation.AdaptConfig`).
     """
 
     def __init__(
         self,
         slide: str | os.PathLike | Slide | ProjectImage,
-        model: SamModel,
+        method: SamModel | Method,
         *,
         geojson: str | os.PathLike | None = None,
         classes: list[str] | tuple[str, ...] | None = None,
@@ -106,42 +124,44 @@ class ClickWidget(widgets.VBox):
         display_width: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         multimask: MultimaskPolicy = "first",
+        outline_tolerance: float | None = 0.5,
+        adapter: Adapter | None = None,
+        adapt_config: AdaptConfig | None = None,
     ) -> None:
+        self.outline_tolerance = outline_tolerance
         self.project_image = slide if isinstance(slide, ProjectImage) else None
-        if self.project_image is not None and geojson is not None:
-            raise ValueError(
-                "give either a ProjectImage (annotations go to its QuPath project) or "
-                "geojson=, not both"
-            )
+        self.target = SaveTarget(geojson, self.project_image)
+        self.adaptation = AdaptationControls(
+            method if isinstance(method, SamModel) else None,
+            adapter=adapter,
+            config=adapt_config,
+            cache_dir=cache_dir,
+            unavailable=f"adaptation trains SAM's mask decoder; {getattr(method, 'name', method)!r} "
+            "is not a SAM model (pass one from histoclick.load_model)",
+        )
+        self.method, self.method_label = _interactive_method(
+            method, cache_dir, multimask, self.adaptation.model_for_clicks
+        )
         self._owns_slide = not isinstance(slide, Slide)
         if self.project_image is not None:
             self.slide = self.project_image.open_slide()
         else:
             self.slide = slide if isinstance(slide, Slide) else open_slide(slide)
-        self.model = model
-        self.geojson = None if geojson is None else Path(geojson)
-        self.cache_dir = cache_dir
-        self.multimask = multimask
         self.class_colors = self.project_image.project.class_colors if self.project_image else {}
         classes = list(classes or self.class_colors or DEFAULT_CLASSES)
 
         start = self.slide.downsample_for(magnification=magnification, downsample=downsample)
-        self.viewport = Viewport((0, 0), size, start, self.slide.dimensions)
-        self._tissue: dict[float, list[tuple[int, int]]] = {}
-        if origin is None:
-            tiles = self._tissue_tiles(start)
-            origin = tiles[0] if tiles else (0, 0)
-        self.viewport = replace(self.viewport, origin=origin)
-        self.session: ClickSession | None = None
+        self.navigator = Navigator(self.slide, size, start, origin)
+        self.session: ClickState | None = None
         self.saved_count = 0
         self.last_error: str | None = None
         self.last_update_seconds: float | None = None
-        self._parts: list[Annotation] = []
-        self._visited: set[tuple[tuple[int, int], float]] = set()
+        self.draft = ObjectDraft()
         self._open_sides: tuple[str, ...] = ()
         self._message = ""
         self._callbacks: list[Callable[[ClickWidget], Any]] = []
-        self._annotations = self._read_annotations()
+        self._outline_cache: dict[Any, Any] = {}
+        self._annotations = self.target.read()
 
         self.image = widgets.Image(format="png", width=str(display_width or size))
         self._events = Event(
@@ -160,7 +180,7 @@ class ClickWidget(widgets.VBox):
             layout=widgets.Layout(width="220px"),
         )
         self.zoom_dropdown = widgets.Dropdown(
-            options=self._zoom_options([*zoom_levels(self.slide.dimensions, size), start]),
+            options=self.navigator.zoom_options([*zoom_levels(self.slide.dimensions, size), start]),
             value=start,
             description="Zoom",
             layout=widgets.Layout(width="160px"),
@@ -170,6 +190,24 @@ class ClickWidget(widgets.VBox):
         )
         self.annotation_dropdown = widgets.Dropdown(
             description="Objects", layout=widgets.Layout(width="240px")
+        )
+        self.opacity = widgets.FloatSlider(
+            value=MASK_OPACITY,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="Opacity",
+            tooltip="opacity of the live mask (drawn in the chosen class's colour)",
+            layout=widgets.Layout(width="260px"),
+        )
+        self.show_mask = widgets.Checkbox(value=True, description="Mask", indent=False)
+        self.show_outlines = widgets.Checkbox(
+            value=True, description="Saved outlines", indent=False
+        )
+        for control in (self.opacity, self.show_mask, self.show_outlines, self.class_dropdown):
+            control.observe(lambda _: self._guard(self._refresh), "value")
+        self.adaptation.toggle.observe(
+            lambda change: self._guard(self.set_adapt, change["new"]), "value"
         )
         self.status = widgets.HTML()
         self._continue_row = widgets.HBox(layout=widgets.Layout(display="none"))
@@ -206,9 +244,44 @@ class ClickWidget(widgets.VBox):
                 ),
             ]
         )
-        super().__init__([toolbar, navigation, self.image, self._continue_row, self.status])
+        self.help = widgets.HTML(f"<small>{HELP}</small>")
+        display = widgets.HBox([self.opacity, self.show_mask, self.show_outlines])
+        adapting = widgets.HBox(
+            [
+                self.adaptation.toggle,
+                self._button(
+                    "Save adapted decoder",
+                    "save the adapted decoder (a checkpoint load_model takes) and its training "
+                    "pairs next to the GeoJSON or in the QuPath project",
+                    self.save_adapted_decoder,
+                ),
+                self._button("Revert", "go back to the base decoder", self.revert_adaptation),
+                self.adaptation.status,
+            ]
+        )
+        super().__init__(
+            [
+                toolbar,
+                navigation,
+                display,
+                adapting,
+                self.image,
+                self._continue_row,
+                self.status,
+                self.help,
+            ]
+        )
+        self._keys = Event(
+            source=self.image, watched_events=["keydown"], ignore_modifier_key_events=True
+        )
+        self._keys.on_dom_event(self._on_key)
         self._update_annotation_list()
-        self._show(self.viewport)
+        self._show(self.navigator.viewport)
+
+    @property
+    def viewport(self) -> Viewport:
+        """The viewport shown: level-0 origin, size in tile pixels, downsample."""
+        return self.navigator.viewport
 
     # ----- clicks ---------------------------------------------------------------------------
 
@@ -218,7 +291,7 @@ class ClickWidget(widgets.VBox):
         y_display: float,
         button: int = 0,
         displayed_size: tuple[float, float] | None = None,
-    ) -> ClickResult:
+    ) -> Step:
         """A click on the displayed image: ``(x, y)`` CSS pixels from its top-left corner.
 
         ``button`` 0 (left) follows the mode toggle, 2 (right) is always negative;
@@ -227,14 +300,14 @@ class ClickWidget(widgets.VBox):
         x, y = self.viewport.display_to_tile(x_display, y_display, displayed_size)
         return self.click(x, y, positive=button != 2 and self.mode.value)
 
-    def click(self, x: float, y: float, positive: bool = True) -> ClickResult:
+    def click(self, x: float, y: float, positive: bool = True) -> Step:
         """Add a click at tile pixel ``(x, y)`` (column, row), predict, and redraw."""
         started = time.perf_counter()
-        result = self.session.click(x, y, positive)
+        step = self.session.click(x, y, positive)
         sign = "+" if positive else "−"
         self._message = f"click {len(self.session.clicks)} ({sign}) at tile pixel ({x:g}, {y:g})"
         self._refresh(started)
-        return result
+        return step
 
     def undo(self) -> None:
         """Forget the last click and redraw."""
@@ -243,7 +316,7 @@ class ClickWidget(widgets.VBox):
         self._refresh()
 
     def reset(self) -> None:
-        """Forget every click in this viewport (accepted parts stay)."""
+        """Forget every click in this viewport (accepted objects stay)."""
         self.session.reset()
         self._message = "clicks cleared"
         self._refresh()
@@ -251,99 +324,164 @@ class ClickWidget(widgets.VBox):
     # ----- accepting and saving --------------------------------------------------------------
 
     def accept(self) -> Accepted:
-        """Take the current mask as (part of) an object.
+        """Save the current mask as an object of the chosen class, at once.
 
-        When the mask touches a border of the viewport with a slide beyond it not yet visited for
-        this object, the part is kept and continuing there is offered (:meth:`continue_to`);
-        otherwise the object is saved (:meth:`finish`).
+        In a viewport the object in progress has no part in yet (after Continue, or a pan), the
+        mask extends that object, which is rewritten under its UUID; otherwise it starts a new
+        one. When the mask touches a border with slide beyond it not yet visited for this
+        object, continuing there is offered (:meth:`continue_to`). A failed write keeps the part
+        (shown, with Save now to retry, :meth:`finish`) and raises.
         """
         if self.session.last is None:
             raise ValueError("nothing to accept: click on the object first")
-        self._check_target()
-        part = Annotation.from_session(self.session, self.class_dropdown.value)
-        # A viewport at the slide's edge extends past it; QuPath objects must stay on the image.
-        part = replace(
-            part,
-            shape=as_multipolygon(
-                part.shape.intersection(shapely.box(0, 0, *self.slide.dimensions))
-            ),
-        )
-        if part.shape.is_empty:
+        self.target.check()
+        if self.draft.unsaved:
             raise ValueError(
-                "the mask is empty: add a positive click inside the object, then Accept"
+                "the object before is not saved yet: press Save now to retry, or Discard it"
             )
-        self._parts.append(part)
-        self._visited.add((self.viewport.origin, self.viewport.downsample))
-        touching = _touching_sides(self.session.last.mask)
+        part = self._part()
+        here = (self.viewport.origin, self.viewport.downsample)
+        if here in self.draft.visited:
+            self.draft = ObjectDraft()  # not a continuation: a new object
+        self.draft.add(part, here)
+        mask, sam_session = self.session.last.mask, getattr(self.method, "session", None)
+        touching = _touching_sides(mask)
         self._open_sides = tuple(
             side
             for side in touching
             if (neighbour := self.viewport.neighbour(side)) is not None
-            and (neighbour.origin, neighbour.downsample) not in self._visited
+            and (neighbour.origin, neighbour.downsample) not in self.draft.visited
         )
-        merged = self._merged().shape
         self.session.reset()
+        merged = self._save_draft()
+        if sam_session is not None:  # after the save: the object is kept whatever adaptation does
+            self.adaptation.accepted(sam_session, mask, self.viewport.outside_slide())
+        object_id = self.draft.object_id
         if not self._open_sides:
-            self.finish()
-            return Accepted(merged, True, ())
-        self._message = (
-            f"part {len(self._parts)} kept; the object runs on to the "
-            f"{', '.join(self._open_sides)}: continue there, or Save now"
-        )
+            self.draft = ObjectDraft()
+        else:
+            self._message += (
+                f"; it runs on to the {', '.join(self._open_sides)}: Continue there to extend it"
+            )
         self._refresh()
-        return Accepted(merged, False, self._open_sides)
+        return Accepted(merged.shape, True, self._open_sides, object_id)
 
     def continue_to(self, side: str) -> None:
         """Move to the neighbouring viewport on ``side`` to add the next part of the object."""
-        if not self._parts:
+        if not self.draft.parts:
             raise ValueError("no object in progress: Accept a mask that touches the border first")
         self.pan(side)
 
-    def finish(self) -> Path:
-        """Save the object in progress (its parts merged) as one annotation; return the file written."""
-        if not self._parts:
-            raise ValueError("no accepted mask to save: click on an object and press Accept")
-        self._check_target()
-        annotation = self._merged()
-        if self.project_image is not None:
-            self.project_image.add_annotations([annotation])
-            self.project_image.project.save()
-            written = self.project_image.project.path
-        else:
-            written = write_geojson([annotation], self.geojson, mode="append")
-        self.saved_count += 1
-        self._message = (
-            f"saved {annotation.classification} object ({len(self._parts)} part(s)) to "
-            f"{written.name}"
-        )
-        self._parts, self._visited, self._open_sides = [], set(), ()
-        self._annotations = self._read_annotations()
-        self._update_annotation_list()
+    def finish(self) -> None:
+        """Close the object in progress (saving any part a failed write left unsaved)."""
+        if self.draft.unsaved:
+            self.target.check()
+            self._save_draft()
+        self.draft, self._open_sides = ObjectDraft(), ()
         self._refresh()
-        return written
 
     def discard(self) -> None:
-        """Drop the accepted parts of the object in progress without saving them."""
-        self._parts, self._visited, self._open_sides = [], set(), ()
-        self._message = "object discarded"
+        """Drop the accepted parts not yet saved (after a failed write); saved ones stay."""
+        self.draft, self._open_sides = ObjectDraft(), ()
+        self._message = "unsaved parts discarded"
         self._refresh()
 
     def annotations(self) -> gpd.GeoDataFrame:
         """The annotations already saved where this widget saves (level-0 pixels)."""
         return self._annotations
 
+    def _part(self) -> Annotation:
+        """The current mask as an annotation part, cut to the slide (level-0 pixels)."""
+        last = self.session.last
+        # A viewport at the slide's edge extends past it; QuPath objects must stay on the image.
+        tolerance = self.outline_tolerance
+        outline = self.session.geometry(
+            simplify_tolerance=None if tolerance is None else tolerance * self.viewport.downsample
+        )
+        slide = shapely.box(0, 0, *self.slide.dimensions)
+        if not slide.contains(shapely.box(*self.viewport.bounds)):
+            outline = outline.intersection(slide)
+        shape = as_multipolygon(outline)
+        if shape.is_empty:
+            raise ValueError(
+                "the mask is empty: add a positive click inside the object, then Accept"
+            )
+        iou = np.nan if last.predicted_iou is None else last.predicted_iou
+        return Annotation(
+            shape=shape,
+            classification=self.class_dropdown.value,
+            name=f"histoclick {self.method_label}",
+            measurements={
+                "histoclick clicks": float(len(self.session.clicks)),
+                "histoclick predicted IoU": float(iou),
+            },
+        )
+
+    def _save_draft(self) -> Annotation:
+        """Write the object in progress (new, or in place of its earlier version)."""
+        # Viewport origins are whole level-0 pixels; a fractional viewport extent leaves seams
+        # up to half a pixel wide between neighbours, closed by the merge.
+        seam = abs(self.viewport.size * self.viewport.downsample - self.viewport.extent)
+        merged = self.draft.merged(self.class_dropdown.value, seam)
+        new = self.draft.object_id is None
+        try:
+            self.draft.object_id = self.target.save(merged, self.draft.object_id)
+        except Exception:
+            # Nothing is lost: the part stays in progress, and Save now retries.
+            self._message = (
+                f"<b>not saved</b>: the {merged.classification} object "
+                f"({len(self.draft.parts)} part(s)) is kept; fix the problem below, then Save now"
+            )
+            self._refresh()
+            raise
+        self.draft.saved_parts = len(self.draft.parts)
+        self.saved_count += new
+        # Re-read what was written: other notebooks' or scripts' objects appear too.
+        self._annotations = self.target.read()
+        verb = "saved" if new else "extended"
+        self._message = (
+            f"{verb} {merged.classification} object ({len(self.draft.parts)} part(s)) in "
+            f"{self.target.path.name} ({len(self._annotations)} objects there)"
+        )
+        self._update_annotation_list()
+        return merged
+
+    # ----- adaptation ------------------------------------------------------------------------
+
+    @property
+    def adapter(self) -> Adapter | None:
+        """The online adapter (None until "Adapt to my annotations" is first turned on)."""
+        return self.adaptation.adapter
+
+    def set_adapt(self, on: bool) -> None:
+        """Turn "Adapt to my annotations" on or off (as the toggle does)."""
+        self.adaptation.set_enabled(on)
+        self._message = f"adaptation {'on' if on else 'off'}"
+        self._update_status()
+
+    def save_adapted_decoder(self) -> AdaptationFiles:
+        """Save the adapter's decoder (a checkpoint ``histoclick.load_model`` takes) and its
+        training pairs next to the widget's GeoJSON or in its QuPath project."""
+        files = self.adaptation.save(self.target.path)
+        self._message = f"adapted decoder saved as {files.decoder.name}"
+        self._update_status()
+        return files
+
+    def revert_adaptation(self) -> None:
+        """Clicks go back to the base decoder; the accepted pairs are kept."""
+        self.adaptation.revert()
+        self._message = "reverted to the base decoder"
+        self._update_status()
+
     # ----- navigation ------------------------------------------------------------------------
 
     def pan(self, side: str) -> None:
         """Move one viewport to ``side`` ("left", "right", "up", "down")."""
-        neighbour = self.viewport.neighbour(side)
-        if neighbour is None:
-            raise ValueError(f"cannot pan {side}: the viewport is at the slide's edge")
-        self._show(neighbour)
+        self._show(self.navigator.pan(side))
 
     def go_to(self, x0: float, y0: float) -> None:
         """Centre the viewport on level-0 ``(x0, y0)`` (kept on the slide)."""
-        self._show(self.viewport.centred_on(x0, y0))
+        self._show(self.navigator.centred_on(x0, y0))
 
     def jump_to_annotation(self, index: int) -> None:
         """Centre the viewport on saved annotation ``index`` (row of :meth:`annotations`)."""
@@ -352,22 +490,20 @@ class ClickWidget(widgets.VBox):
 
     def next_tissue_tile(self) -> None:
         """Jump to the next grid viewport with tissue (row-major order, wrapping around)."""
-        ds = self.viewport.downsample
-        tiles = self._tissue_tiles(ds)
-        if not tiles:
-            raise ValueError(
-                f"no tissue found at {self._zoom_label(ds)}: try another zoom or pan by hand"
-            )
-        x, y = self.viewport.origin
-        after = [t for t in tiles if (t[1], t[0]) > (y, x)]
-        self._show(replace(self.viewport, origin=(after or tiles)[0]))
+        self._show(self.navigator.next_tissue())
 
     def set_downsample(self, downsample: float) -> None:
         """Change the resolution, keeping the viewport's centre."""
-        if downsample == self.viewport.downsample:
-            return
-        minx, miny, maxx, maxy = self.viewport.bounds
-        self._show(self.viewport.centred_on((minx + maxx) / 2, (miny + maxy) / 2, downsample))
+        if downsample != self.viewport.downsample:
+            self._show(self.navigator.zoomed(downsample))
+
+    def zoom(self, steps: int) -> None:
+        """Move ``steps`` zoom levels (negative: in, towards full resolution), keeping the centre."""
+        levels = [ds for _, ds in self.zoom_dropdown.options]
+        index = levels.index(self.viewport.downsample) + steps
+        if not 0 <= index < len(levels):
+            raise ValueError(f"no zoom level further {'in' if steps < 0 else 'out'}")
+        self.set_downsample(levels[index])
 
     def set_magnification(self, magnification: float) -> None:
         """Change the magnification (needs the slide's objective power), keeping the centre."""
@@ -380,7 +516,11 @@ class ClickWidget(widgets.VBox):
         self._callbacks.append(callback)
 
     def state(self) -> dict[str, Any]:
-        """JSON-serialisable summary: viewport, clicks (tile pixels), prediction, object in progress."""
+        """JSON-serialisable summary: viewport, clicks (tile pixels), prediction, object in progress.
+
+        ``pending_parts``: accepted parts not yet written (after a failed write);
+        ``object_parts``: parts of the object in progress, written or not.
+        """
         last = self.session.last
         x, y = self.viewport.origin
         return {
@@ -389,8 +529,9 @@ class ClickWidget(widgets.VBox):
                 "y": y,
                 "size": self.viewport.size,
                 "downsample": self.viewport.downsample,
-                "magnification": self._magnification(),
+                "magnification": self.navigator.magnification(),
             },
+            "method": self.method_label,
             "clicks": [
                 {"x": c.x, "y": c.y, "positive": c.is_positive} for c in self.session.clicks
             ],
@@ -398,38 +539,51 @@ class ClickWidget(widgets.VBox):
             "predicted_iou": last.predicted_iou if last else None,
             "model_seconds": last.model_seconds if last else None,
             "update_seconds": self.last_update_seconds,
-            "pending_parts": len(self._parts),
+            "pending_parts": len(self.draft.parts) - self.draft.saved_parts,
+            "object_parts": len(self.draft.parts),
+            "object_id": self.draft.object_id,
             "open_sides": list(self._open_sides),
             "saved": self.saved_count,
+            "mask_color": list(self._class_color(self.class_dropdown.value, None)),
+            "mask_opacity": self.opacity.value,
+            "mask_shown": self.show_mask.value,
             "error": self.last_error,
+            "adaptation": self.adaptation.line(),
         }
 
     def close(self) -> None:
-        """Close the widget (and the slide, when the widget opened it)."""
-        if self._owns_slide:
+        """Close the widget, its pointer events and the slide (when the widget opened it).
+
+        Closing again (or the garbage collector's close after yours) does nothing.
+        """
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        if getattr(self, "adaptation", None) is not None:
+            self.adaptation.close()
+        if getattr(self, "_owns_slide", False):
             self.slide.close()
+        for events in (getattr(self, "_events", None), getattr(self, "_keys", None)):
+            if events is not None:
+                events.close()
         super().close()
 
     # ----- internals -------------------------------------------------------------------------
 
     def _show(self, viewport: Viewport) -> None:
-        """Read ``viewport``, start a session on it (embedding cached) and redraw."""
-        where = f"{self._zoom_label(viewport.downsample)} at {viewport.origin}"
-        self.status.value = f"<i>reading {where} and computing its embedding…</i>"
+        """Read ``viewport``, hand its pixels to the method (embedding cached) and redraw."""
+        label = self.navigator.zoom_label(viewport.downsample)
+        self.status.value = f"<i>reading {label} at {viewport.origin} and preparing the method…</i>"
         tile = self.slide.read_region(
             *viewport.origin, viewport.size, viewport.size, downsample=viewport.downsample
         )
-        self.session = ClickSession(
-            self.model, tile, cache_dir=self.cache_dir, multimask=self.multimask
-        )
-        self.viewport = viewport
+        self.session = ClickState(self.method, tile)
+        self.navigator.viewport = viewport
         levels = [ds for _, ds in self.zoom_dropdown.options]
         if viewport.downsample not in levels:
-            self.zoom_dropdown.options = self._zoom_options([*levels, viewport.downsample])
+            self.zoom_dropdown.options = self.navigator.zoom_options([*levels, viewport.downsample])
         self.zoom_dropdown.value = viewport.downsample
-        self._message = (
-            f"viewport {self._zoom_label(viewport.downsample)} at level-0 {viewport.origin}"
-        )
+        self._message = f"viewport {label} at level-0 {viewport.origin}"
         self._refresh()
 
     def _refresh(self, started: float | None = None) -> None:
@@ -441,16 +595,28 @@ class ClickWidget(widgets.VBox):
             if len(self._annotations)
             else self._annotations
         )
+        if not self.show_outlines.value:
+            visible = visible.iloc[:0]
+        # QuPath draws an object in its own colour when it has one, else in its class colour.
         outlines = [
-            (geometry, self._class_color(cls, color))
-            for geometry, cls, color in zip(
-                visible.geometry, visible["classification"], visible["color"], strict=True
+            (self._outline_in_view(geometry), self._class_color(cls, own if own is not None else color))
+            for geometry, cls, color, own in zip(
+                visible.geometry,
+                visible["classification"],
+                visible["color"],
+                visible["object_color"],
+                strict=True,
             )
         ]
-        if self._parts:
-            outlines.append((self._merged().shape, PENDING_COLOR))
+        if self.draft.unsaved:
+            outlines.append((self.draft.merged(self.class_dropdown.value).shape, PENDING_COLOR))
         picture = render_overlay(
-            self.session.tile, last.mask if last else None, self.session.clicks, outlines
+            self.session.tile,
+            last.mask if last and self.show_mask.value else None,
+            self.session.clicks,
+            outlines,
+            mask_color=self._class_color(self.class_dropdown.value, None),
+            mask_opacity=self.opacity.value,
         )
         self.image.value = encode_png(picture)
         self.last_update_seconds = time.perf_counter() - started
@@ -459,15 +625,34 @@ class ClickWidget(widgets.VBox):
         for callback in self._callbacks:
             callback(self)
 
+    def _outline_in_view(self, geometry: Any) -> Any:
+        """A saved object cut to around the viewport, cached while the viewport stays: cutting a
+        ragged 100k-vertex outline costs about a second, and the picture is redrawn after every
+        click. Keyed by the geometry's WKB, so an object rewritten elsewhere is cut again."""
+        x0, y0, x1, y1 = self.viewport.bounds
+        margin = 2 * self.viewport.downsample  # the overlay clips 2 tile pixels out, too
+        around = shapely.box(x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+        if around.contains(shapely.box(*geometry.bounds)):
+            return geometry
+        if self._outline_cache.get("viewport") != self.viewport:
+            self._outline_cache = {"viewport": self.viewport}
+        key = hash(shapely.to_wkb(geometry))
+        if key not in self._outline_cache:
+            self._outline_cache[key] = geometry.intersection(around)
+        return self._outline_cache[key]
+
     def _update_status(self) -> None:
+        self.adaptation.refresh()
         clicks = self.session.clicks
         positive = sum(c.is_positive for c in clicks)
         parts = [f"<b>{len(clicks)} clicks</b> ({positive}+, {len(clicks) - positive}−)"]
         last = self.session.last
         if last is not None:
-            parts.append(f"model {last.model_seconds:.3f} s")
-            parts.append(f"predicted IoU {last.predicted_iou:.3f}")
-        parts.append(f"{self._zoom_label(self.viewport.downsample)} at {self.viewport.origin}")
+            parts.append(f"{self.method_label} {last.model_seconds:.3f} s")
+            if last.predicted_iou is not None:
+                parts.append(f"predicted IoU {last.predicted_iou:.3f}")
+        label = self.navigator.zoom_label(self.viewport.downsample)
+        parts.append(f"{label} at {self.viewport.origin}")
         if self._message:
             parts.append(self._message)
         if self.last_error:
@@ -475,28 +660,32 @@ class ClickWidget(widgets.VBox):
         self.status.value = " · ".join(parts)
 
     def _update_continue_row(self) -> None:
-        if not self._parts:
+        if not self.draft.parts:
             self._continue_row.layout.display = "none"
             return
-        buttons = [
-            self._button(
-                f"Continue {_ARROWS[side]}",
-                f"continue the object in the viewport to the {side}",
-                self.continue_to,
-                side,
-            )
-            for side in self._open_sides
-        ]
+        if self.draft.unsaved:
+            buttons = [
+                self._button("Save now", "retry writing the object", self.finish, style="success"),
+                self._button(
+                    "Discard", "drop the parts not yet saved", self.discard, style="danger"
+                ),
+            ]
+        else:
+            buttons = [
+                *(
+                    self._button(
+                        f"Continue {_ARROWS[side]}",
+                        f"extend the object in the viewport to the {side}",
+                        self.continue_to,
+                        side,
+                    )
+                    for side in self._open_sides
+                ),
+                self._button("Done", "the object is complete: start a new one", self.finish),
+            ]
         self._continue_row.children = [
-            widgets.HTML(f"Object in progress ({len(self._parts)} part(s)):"),
+            widgets.HTML(f"Object in progress ({len(self.draft.parts)} part(s)):"),
             *buttons,
-            self._button(
-                "Save now",
-                "save the accepted parts as one annotation",
-                self.finish,
-                style="success",
-            ),
-            self._button("Discard", "drop the accepted parts", self.discard, style="danger"),
         ]
         self._continue_row.layout.display = "flex"
 
@@ -512,52 +701,6 @@ class ClickWidget(widgets.VBox):
             raise ValueError("no saved object to go to yet")
         self.jump_to_annotation(self.annotation_dropdown.value)
 
-    def _merged(self) -> Annotation:
-        """The object in progress: parts unioned in level-0 pixels, measurements combined."""
-        shapes = [part.shape for part in self._parts]
-        merged = shapely.union_all(shapes)
-        # Viewport origins are whole level-0 pixels; a fractional viewport extent leaves seams
-        # up to half a pixel wide between neighbours, closed here.
-        seam = abs(self.viewport.size * self.viewport.downsample - self.viewport.extent)
-        if len(shapes) > 1 and seam > 0:
-            merged = merged.buffer(seam, join_style="mitre").buffer(-seam, join_style="mitre")
-        measurements = {
-            "histoclick clicks": sum(p.measurements["histoclick clicks"] for p in self._parts),
-            "histoclick predicted IoU": min(
-                p.measurements["histoclick predicted IoU"] for p in self._parts
-            ),
-            "histoclick viewports": float(len(self._parts)),
-        }
-        return replace(
-            self._parts[-1],
-            shape=as_multipolygon(merged),
-            classification=self.class_dropdown.value,
-            measurements=measurements,
-        )
-
-    def _tissue_tiles(self, downsample: float) -> list[tuple[int, int]]:
-        """Origins of grid viewports at least half tissue, on sparse slides a tenth (cached)."""
-        if downsample not in self._tissue:
-            size = self.viewport.size
-            self._tissue[downsample] = self.slide.tissue_tiles(
-                size, downsample=downsample
-            ) or self.slide.tissue_tiles(size, downsample=downsample, min_tissue=0.1)
-        return self._tissue[downsample]
-
-    def _check_target(self) -> None:
-        if self.project_image is None and self.geojson is None:
-            raise ValueError(
-                "this widget has nowhere to save: create it with geojson='objects.geojson' or with "
-                "an image of a QuPath project (open_project(path, mode='r+').image(name))"
-            )
-
-    def _read_annotations(self) -> gpd.GeoDataFrame:
-        if self.project_image is not None:
-            return self.project_image.annotations()
-        if self.geojson is not None and self.geojson.exists():
-            return read_geojson(self.geojson)
-        return frame_from_rows([], [])
-
     def _class_color(self, name: str | None, color: Any) -> tuple[int, int, int]:
         if color is not None and not (isinstance(color, float) and np.isnan(color)):
             return tuple(color)
@@ -565,26 +708,33 @@ class ClickWidget(widgets.VBox):
             return (0, 0, 180)
         return self.class_colors.get(name) or default_class_color(name)
 
-    def _magnification(self) -> float | None:
-        power = self.slide.objective_power
-        return None if power is None else power / self.viewport.downsample
-
-    def _zoom_options(self, downsamples: list[float]) -> list[tuple[str, float]]:
-        return [(self._zoom_label(ds), ds) for ds in sorted(set(downsamples))]
-
-    def _zoom_label(self, downsample: float) -> str:
-        power = self.slide.objective_power
-        return f"{power / downsample:g}x" if power is not None else f"1/{downsample:g} scale"
-
     def _on_pointer(self, event: dict[str, Any]) -> None:
         button = 2 if event.get("event") == "contextmenu" else int(event.get("button", 0))
         self._guard(
             self.handle_click,
-            event["clientX"] - event["boundingRectLeft"],
-            event["clientY"] - event["boundingRectTop"],
+            pointer_offset(event["clientX"], event["boundingRectLeft"]),
+            pointer_offset(event["clientY"], event["boundingRectTop"]),
             button,
             (event["boundingRectWidth"], event["boundingRectHeight"]),
         )
+
+    def _on_key(self, event: dict[str, Any]) -> None:
+        action = shortcut(event)
+        if action is None:
+            return
+        actions: dict[str, Callable[[], Any]] = {
+            "toggle_mode": self._toggle_mode,
+            "undo": self.undo,
+            "reset": self.reset,
+            "accept": self.accept,
+            "zoom_in": partial(self.zoom, -1),
+            "zoom_out": partial(self.zoom, 1),
+            **{f"pan_{side}": partial(self.pan, side) for side in SIDES},
+        }
+        self._guard(actions[action])
+
+    def _toggle_mode(self) -> None:
+        self.mode.value = not self.mode.value
 
     def _button(
         self,
@@ -614,6 +764,40 @@ class ClickWidget(widgets.VBox):
             self._update_status()
             for callback in self._callbacks:
                 callback(self)
+
+
+def pointer_offset(client: float, edge: float) -> float:
+    """CSS offset of the pointer from the image's ``edge`` (its bounding box's left or top).
+
+    Chromium reports mouse events in whole CSS pixels (the position truncated) while the image's
+    edge may sit at a fractional position (``20.25``). A whole ``client`` is the CSS pixel the
+    pointer is in: the pointer is taken just short of that pixel's centre, so the offset is off by
+    at most half a CSS pixel instead of up to a whole one (which moved clicks on a pixel's centre
+    to the pixel above). Just short: a pointer exactly on a whole position (reported exactly) then
+    stays on its side of a tile-pixel boundary half a CSS pixel further on.
+    """
+    return client + 0.499 - edge if float(client).is_integer() else client - edge
+
+
+def _interactive_method(
+    method: SamModel | Method,
+    cache_dir: str | os.PathLike | None,
+    multimask: MultimaskPolicy,
+    model_now: Callable[[], SamModel],
+) -> tuple[Method, str]:
+    """The method to drive, and the label saved objects are named after (``histoclick LABEL``);
+    a SAM model's clicks use ``model_now()`` (the adapted decoder while adaptation is on)."""
+    if isinstance(method, SamModel):
+        method = AdaptingSamMethod(method, model_now, cache_dir=cache_dir, multimask=multimask)
+        return method, method.model.name
+    if not isinstance(method, Method):
+        raise TypeError(
+            f"the widget needs a SAM model (histoclick.load_model) or an interactive method with "
+            f"name, set_image(image) and predict(clicks, prev_probs), got {type(method).__name__}"
+        )
+    if cache_dir is not None or multimask != "first":
+        raise ValueError("cache_dir= and multimask= apply to a SAM model only; configure the method")
+    return method, method.name
 
 
 def _touching_sides(mask: np.ndarray) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 # Pan directions: (columns, rows) in viewports.
 SIDES: dict[str, tuple[int, int]] = {
     "left": (-1, 0),
@@ -56,6 +58,16 @@ class Viewport:
         """Level-0 ``(min_x, min_y, max_x, max_y)`` covered by the viewport."""
         x, y = self.origin
         return x, y, x + self.extent, y + self.extent
+
+    def outside_slide(self) -> np.ndarray | None:
+        """``(size, size)`` bool: the tile pixels whose centre lies beyond the slide's level-0
+        extent (padding, not tissue); None when the whole viewport is on the slide."""
+        x, y = self.origin
+        width, height = self.slide_size
+        if x + self.extent <= width and y + self.extent <= height:
+            return None
+        centres = (np.arange(self.size) + 0.5) * self.downsample
+        return ((y + centres)[:, None] >= height) | ((x + centres)[None, :] >= width)
 
     def neighbour(self, side: str) -> Viewport | None:
         """The viewport one step to ``side`` ("left", "right", "up", "down"); None past the edge."""
