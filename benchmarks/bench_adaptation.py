@@ -93,7 +93,7 @@ def main() -> None:
 
     image = np.zeros((args.tile, args.tile, 3), np.uint8)
     embedding, _ = synthetic_pair(rng, args.tile, model.device)
-    EmbeddingCache(cache_dir)._write(EmbeddingCache.key(model, image), embedding)
+    EmbeddingCache(cache_dir).store(EmbeddingCache.key(model, image), embedding)
     session = adapter.session(image)
     click_times(session, 5, args.pause)  # warm-up
     idle = click_times(session, args.idle_clicks, args.pause)

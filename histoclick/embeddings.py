@@ -36,11 +36,10 @@ class EmbeddingCache:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        embedding = self._read(key, model, image) if self.directory else None
+        embedding = self.load(key, model, image.shape[:2])
         if embedding is None:
             embedding = model.embed(image)
-            if self.directory:
-                self._write(key, embedding)
+            self.store(key, embedding)
         self._memory[key] = embedding
         while len(self._memory) > self.max_in_memory:
             self._memory.popitem(last=False)
@@ -53,16 +52,23 @@ class EmbeddingCache:
         digest.update(np.ascontiguousarray(image).data)
         return digest.hexdigest()
 
+    def __contains__(self, key: str) -> bool:
+        """Whether the cache folder holds an entry under ``key`` (unchecked)."""
+        return self.directory is not None and self._path(key).exists()
+
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.pt"
 
-    def _read(self, key: str, model: SamModel, image: np.ndarray) -> Embedding | None:
-        path = self._path(key)
-        if not path.exists():
+    def load(self, key: str, model: SamModel, tile_shape: tuple[int, int]) -> Embedding | None:
+        """The entry under ``key`` (see :meth:`key`) for a tile of ``tile_shape`` (height, width)
+        pixels, checked against ``model``; None when there is none, or when it is damaged (with
+        a ``RuntimeWarning`` naming the file). Reads the folder only, not the memory cache."""
+        if self.directory is None or not self._path(key).exists():
             return None
+        path = self._path(key)
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            embedding = _checked_entry(saved, model, tuple(image.shape[:2]))
+            embedding = _checked_entry(saved, model, tuple(tile_shape))
         except Exception as error:  # torch raises many types for damaged files
             warnings.warn(
                 f"embedding cache entry {path} is damaged or was written for something else "
@@ -74,7 +80,10 @@ class EmbeddingCache:
         embedding.features = embedding.features.to(model.device)
         return embedding
 
-    def _write(self, key: str, embedding: Embedding) -> None:
+    def store(self, key: str, embedding: Embedding) -> None:
+        """Write ``embedding`` under ``key`` in the cache folder, atomically (no folder: nothing)."""
+        if self.directory is None:
+            return
         features = embedding.features.detach().cpu().contiguous()
         input_size, original_size = list(embedding.input_size), list(embedding.original_size)
         with atomic_path(self._path(key)) as tmp:

@@ -67,7 +67,7 @@ def trained(base, tile_image, tmp_path_factory):
     and the old and new models, for the assertions."""
     cache_dir = tmp_path_factory.mktemp("embeddings")
     embedding, _ = domain_sample(50)
-    EmbeddingCache(cache_dir)._write(EmbeddingCache.key(base, tile_image), embedding)
+    EmbeddingCache(cache_dir).store(EmbeddingCache.key(base, tile_image), embedding)
     adapter = Adapter(base, config(), cache_dir=cache_dir, background=False)  # accepts queue nothing
     for seed in range(3):
         pair_embedding, mask = domain_sample(seed)

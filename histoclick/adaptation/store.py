@@ -77,8 +77,8 @@ def save(adapter: Adapter, anchor: str | os.PathLike) -> AdaptationFiles:
     if pairs:
         cache = EmbeddingCache(adapter.cache_dir)
         for pair in pairs:
-            if not cache._path(pair.key).exists():  # EmbeddingCache has no public put
-                cache._write(pair.key, pair.embedding)
+            if pair.key not in cache:
+                cache.store(pair.key, pair.embedding)
     files.decoder.parent.mkdir(parents=True, exist_ok=True)
     save_decoder(adapter, files.decoder)
     arrays: dict[str, Any] = {
@@ -166,9 +166,7 @@ def cached_embedding(
 ) -> Embedding:
     """The embedding of a ``tile_shape`` (height, width) tile stored under ``key`` in the cache
     folder ``cache_dir`` (checked by the cache as when it serves a session)."""
-    # EmbeddingCache has no public get-by-key; its reader needs only the tile's shape.
-    shape_only = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (*tile_shape, 3))
-    embedding = None if cache_dir is None else EmbeddingCache(cache_dir)._read(key, model, shape_only)
+    embedding = None if cache_dir is None else EmbeddingCache(cache_dir).load(key, model, tile_shape)
     if embedding is None:
         raise FileNotFoundError(
             f"the embedding {key[:12]}... that {needed_by} needs is not in the embedding cache "
