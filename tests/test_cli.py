@@ -38,8 +38,13 @@ def test_demo_without_sam_checkpoint_still_completes(tmp_path, capsys, monkeypat
     assert str(missing) in skip_line
     assert "NoC@85" in out and "region_growing" in out and "grabcut" in out
     assert Image.open(tmp_path / "out" / "overlay.png").size[0] > 300
-    annotations = read_geojson(tmp_path / "out" / "masks.geojson")
+    # One GeoJSON per image (the overlay's first sample), each feature with its own id.
+    (geojson,) = (tmp_path / "out" / "geojson").glob("*.geojson")
+    assert geojson.name == "00000.geojson"
+    annotations = read_geojson(geojson)
     assert set(annotations["classification"]) == {"Tumor"}
+    assert annotations["id"].notna().all() and annotations["id"].is_unique
+    assert all(name.startswith("00000 ") for name in annotations["name"])
     assert annotations["measurements"].map(lambda m: m["histoclick clicks"]).eq(3).all()
     assert (tmp_path / "out" / "evaluation" / "records.csv").exists()
     assert (tmp_path / "out" / "evaluation" / "miou.png").exists()

@@ -1,5 +1,5 @@
 """``histoclick demo``: simulated clicks for every method that can run, a NoC table, an overlay PNG
-and a QuPath GeoJSON, on the synthetic sample or on your own image/mask folders."""
+and one QuPath GeoJSON per image, on the synthetic sample or on your own image/mask folders."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     overlay, geojson = _write_pictures(methods, dataset, out, args.max_clicks, args.overlays)
     print(f"records, summary and mIoU plot: {out / 'evaluation'}")
     print(f"overlay: {overlay}")
-    print(f"GeoJSON (QuPath import): {geojson}")
+    print(f"GeoJSON, one file per image (QuPath: File > Import objects on that image): {geojson}")
     return 0
 
 
@@ -67,7 +67,11 @@ def _load_sam(model: str, device: str):
 
 
 def _write_pictures(methods, dataset, out: Path, max_clicks: int, count: int) -> tuple[Path, Path]:
-    """Run the click loop again on the first ``count`` samples to draw and export final masks."""
+    """Run the click loop again on the first ``count`` samples to draw and export final masks.
+
+    Returns the overlay PNG and the folder of GeoJSON files: ``<sample id>.geojson`` per image,
+    each holding that image's final mask of every method, with ids, in the image's pixels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,8 +89,10 @@ def _write_pictures(methods, dataset, out: Path, max_clicks: int, count: int) ->
         len(samples), len(methods) + 1, figsize=(3.2 * (len(methods) + 1), 3.4 * len(samples)),
         squeeze=False,
     )
-    annotations = []
+    geojson_dir = out / "geojson"
+    geojson_dir.mkdir(parents=True, exist_ok=True)
     for row, sample in zip(axes, samples):
+        annotations = []
         tile = Tile.from_array(sample.image)
         gt_outline = [(mask_to_geometry(sample.gt), GT_COLOUR)]
         row[0].imshow(render_overlay(tile, outlines=gt_outline))
@@ -111,6 +117,8 @@ def _write_pictures(methods, dataset, out: Path, max_clicks: int, count: int) ->
                         },
                     )
                 )
+        if annotations:
+            write_geojson(annotations, geojson_dir / f"{sample.id}.geojson", overwrite=True)
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
@@ -118,5 +126,4 @@ def _write_pictures(methods, dataset, out: Path, max_clicks: int, count: int) ->
     with atomic_path(overlay) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    geojson = write_geojson(annotations, out / "masks.geojson", overwrite=True)
-    return overlay, geojson
+    return overlay, geojson_dir
