@@ -7,14 +7,17 @@ embeddings time a vit_b-sized refit without building or loading an encoder:
     python benchmarks/bench_adaptation.py --device cpu --pairs 50
     python benchmarks/bench_adaptation.py --device cuda
 
-- ``refit``: :meth:`Adapter.refit_now` with the default :class:`AdaptConfig` (training until its
-  time budget or its steps, then the guard rail on the replay pairs), after accepting ``--pairs``
-  masks of ``--tile`` pixels; the second refit is reported too (the current decoder's replay
-  score is then known).
+- ``refit``: :meth:`Adapter.refit_now` (in this thread) with the default :class:`AdaptConfig`
+  (training until its time budget or its steps, then the guard rail on the replay pairs), after
+  accepting ``--pairs`` masks of ``--tile`` pixels; and the background refits of the click
+  measurement (worker process: pairs sent, trained, scored, weights sent back and published).
 - ``click``: one click of a growing 5-click sequence (prompt encoder + decoder + upsampling, as
-  :class:`~histoclick.ClickSession` runs it, ``--pause`` seconds apart as a user clicks), the
-  median over clicks while idle and while the background worker refits (default worker
-  threads: one less than the process has; nice 10 on Linux).
+  :class:`~histoclick.ClickSession` runs it, ``--pause`` seconds apart as a user clicks). In each
+  of ``--rounds`` rounds, ``--idle-clicks`` clicks while nothing runs, then clicks while a
+  background refit runs; ``click_slowdown_ratio`` is the median click during refits over the
+  median idle click (same run, interleaved, so a change of the machine's load hits both).
+  On a machine shared with other work, run it with a higher priority than that work (e.g.
+  ``nice -n -10``, as root) so that the ratio measures the refit, not the neighbours.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--tile", type=int, default=1024, help="tile side in pixels of the masks")
-    parser.add_argument("--idle-clicks", type=int, default=20)
+    parser.add_argument("--idle-clicks", type=int, default=10, help="idle clicks per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of idle clicks, then a background refit")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between two clicks")
     parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: a temporary one)")
     args = parser.parse_args()
@@ -80,26 +84,28 @@ def main() -> None:
     rng = np.random.default_rng(0)
     config = AdaptConfig()
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="bench-adaptation-")
-    adapter = Adapter(model, config, cache_dir=cache_dir, background=False)
+    adapter = Adapter(model, config, cache_dir=cache_dir, background=True)  # starts the worker process
     for i in range(args.pairs):
         embedding, mask = synthetic_pair(rng, args.tile, model.device)
-        adapter.accept(f"pair-{i}", mask, embedding=embedding)
+        adapter.accept(f"pair-{i}", mask, embedding=embedding)  # queues a refit each: they coalesce
+    adapter.wait()  # also: the worker process has started and holds the pairs
 
-    refits = []
-    for _ in range(2):
-        start = time.perf_counter()
-        status = adapter.refit_now()
-        refits.append({"seconds": time.perf_counter() - start, "steps": status.last_steps, "adopted": status.adopted})
+    start = time.perf_counter()
+    status = adapter.refit_now()
+    foreground = {"seconds": time.perf_counter() - start, "steps": status.last_steps, "adopted": status.adopted}
 
     image = np.zeros((args.tile, args.tile, 3), np.uint8)
     embedding, _ = synthetic_pair(rng, args.tile, model.device)
     EmbeddingCache(cache_dir).store(EmbeddingCache.key(model, image), embedding)
     session = adapter.session(image)
     click_times(session, 5, args.pause)  # warm-up
-    idle = click_times(session, args.idle_clicks, args.pause)
-    adapter.request_refit()
-    busy = click_times(session, 10_000, args.pause, stop=lambda: not adapter.status.running)
-    adapter.wait()
+    idle, busy, background = [], [], []
+    for _ in range(args.rounds):
+        idle += click_times(session, args.idle_clicks, args.pause)
+        adapter.request_refit()
+        busy += click_times(session, 10_000, args.pause, stop=lambda: not adapter.status.running)
+        adapter.wait()
+        background.append(adapter.status)
     adapter.close()
     idle_median, busy_median = statistics.median(idle), statistics.median(busy) if busy else float("nan")
     print(json.dumps({
@@ -113,17 +119,20 @@ def main() -> None:
         "pairs": args.pairs,
         "pause_between_clicks_s": args.pause,
         "load_average_1min": os.getloadavg()[0],
+        "nice": os.nice(0),
         "tile_pixels": args.tile,
         "config": config.to_dict(),
-        "refit_seconds": [r["seconds"] for r in refits],
-        "refit_steps": [r["steps"] for r in refits],
-        "refit_adopted": [r["adopted"] for r in refits],
-        "last_background_refit_seconds": adapter.status.last_refit_seconds,
+        "refit_now_seconds": foreground["seconds"],
+        "refit_now_steps": foreground["steps"],
+        "background_refit_seconds": [s.last_refit_seconds for s in background],
+        "background_refit_steps": [s.last_steps for s in background],
+        "background_refit_adopted": [s.adopted for s in background],
         "click_seconds_idle_median": idle_median,
         "click_seconds_during_refit_median": busy_median,
+        "clicks_idle": len(idle),
         "clicks_during_refit": len(busy),
-        "click_slowdown": busy_median / idle_median - 1,
-        "targets": {"refit_seconds_cpu": 10.0, "refit_seconds_gpu": 1.0, "click_slowdown": 0.2},
+        "click_slowdown_ratio": busy_median / idle_median,
+        "targets": {"refit_seconds_cpu": 10.0, "refit_seconds_gpu": 1.0, "click_slowdown_ratio": 1.2},
     }, indent=2))
 
 

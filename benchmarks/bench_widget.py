@@ -3,9 +3,13 @@
 The method is a stand-in with no model time, so only the widget's own work is measured: it
 answers every click with the tile's tissue (darker than the background), a mask with a long,
 ragged outline (the case that made Accept take seconds). Accept's parts are timed one by one
-on the same mask (tracing the outline, cutting it to the slide, writing the GeoJSON file,
-re-reading it for the object list, redrawing), then whole, exact and simplified within half a
-tile pixel (the default). Prints one JSON object (seconds: median over the repeats):
+on the same mask (tracing the outline, writing it, redrawing), then whole, exact and simplified
+within half a tile pixel (the default). Next to each new part, the old way in the same run:
+GEOS's topology-preserving simplification (now only the fallback of
+:func:`histoclick.geometry.simplify`), ``write_geojson(mode="append")`` (parses and rewrites the
+whole file; the save target now edits what it wrote last, :class:`~histoclick.qupath.geojson.
+GeoJSONCache`) and the full re-read after every save (now read only when someone else wrote the
+file: ``reads_during_accepts``). Prints one JSON object (seconds: median over the repeats):
 
     python benchmarks/bench_widget.py --repeats 5
 """
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -27,7 +32,8 @@ import shapely
 from histoclick.clicks import Click
 from histoclick.datasets.synthetic import write_pyramidal_slide
 from histoclick.evaluation.protocol import Prediction
-from histoclick.qupath import read_geojson
+from histoclick.geometry import as_multipolygon, mask_to_geometry, simplify
+from histoclick.qupath import read_geojson, write_geojson
 from histoclick.widgets import ClickWidget
 
 SIZE = 1024
@@ -54,15 +60,17 @@ def seconds(action, repeats: int) -> float:
     return statistics.median(times)
 
 
-def accept_seconds(widget: ClickWidget, repeats: int) -> float:
-    times = []
+def accept_seconds(widget: ClickWidget, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of Accept (CPU time: less swayed by other jobs)."""
+    wall, cpu = [], []
     for _ in range(repeats):
         widget.click(SIZE // 2, SIZE // 2)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         widget.accept()
-        times.append(time.perf_counter() - start)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
         widget.finish()
-    return statistics.median(times)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -86,18 +94,41 @@ def main() -> None:
                 outline_tolerance=tolerance,
             )
             widget.click(SIZE // 2, SIZE // 2)
-            session = widget.session
+            mask = widget.session.mask
+            exact = mask_to_geometry(mask)
             part = widget._part()
-            report[label] = {
-                "mask_pixels": int(session.last.mask.sum()),
+            part_seconds = seconds(widget._part, args.repeats)
+            reads = widget.target.reads
+            accept, accept_cpu = accept_seconds(widget, args.repeats)
+            old_file = folder / f"old-{label}.geojson"
+            shutil.copy(out, old_file)  # the old way writes a file as full as the new one
+            entry: dict[str, object] = {
+                "mask_pixels": int(mask.sum()),
                 "vertices": int(shapely.get_num_coordinates(part.shape)),
-                "trace_seconds": seconds(lambda: widget._part(), args.repeats),
+                "part_seconds": part_seconds,
                 "write_seconds": seconds(lambda: widget.target.save(part), args.repeats),
-                "reread_seconds": seconds(lambda: read_geojson(out), args.repeats),
+                "old_write_seconds": seconds(
+                    lambda: write_geojson([part], old_file, mode="append"), args.repeats
+                ),
+                "reread_seconds_avoided": seconds(lambda: read_geojson(out), args.repeats),
                 "redraw_seconds": seconds(widget._refresh, args.repeats),
-                "accept_seconds": accept_seconds(widget, args.repeats),
+                "accept_seconds": accept,
+                "accept_cpu_seconds": accept_cpu,
+                "load_average": os.getloadavg()[0],
+                "reads_during_accepts": widget.target.reads - reads,
                 "objects_in_file": len(read_geojson(out)),
             }
+            if tolerance is not None:
+                new = seconds(lambda: simplify(exact, tolerance), args.repeats)
+                old = seconds(
+                    lambda: as_multipolygon(
+                        shapely.simplify(exact, tolerance, preserve_topology=True)
+                    ),
+                    args.repeats,
+                )
+                entry |= {"simplify_seconds": new, "old_simplify_seconds": old}
+            entry["write_ratio_new_to_old"] = entry["write_seconds"] / entry["old_write_seconds"]
+            report[label] = entry
             widget.close()
     print(json.dumps(report, indent=2))
 

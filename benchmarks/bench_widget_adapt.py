@@ -7,7 +7,7 @@ pyramidal slide, the default :class:`~histoclick.adaptation.AdaptConfig`, backgr
 
 ``click_seconds``: :meth:`ClickWidget.click` (decoder, overlay, PNG, status line), median of
 ``--clicks`` clicks of a growing sequence, ``--pause`` seconds apart as a user clicks; ``idle``
-with no refit running, ``during_refit`` while the adapter's worker refits after an Accept.
+with no refit running, ``during_refit`` while the adapter's worker process refits after an Accept.
 ``accept_seconds``: Accept (saving the GeoJSON, handing the pair over), median.
 """
 
@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from histoclick.datasets.synthetic import write_pyramidal_slide
 from histoclick.models import load_model
 from histoclick.widgets import ClickWidget
+from widget_clicks import tissue_points, timed_clicks
 
 
 def main() -> None:
@@ -48,18 +48,10 @@ def main() -> None:
         size=args.size, cache_dir=folder / "embeddings",
     )
     widget.set_adapt(True)
-    tissue = np.argwhere(widget.session.tile.image.mean(axis=2) < 200)
-    points = [tissue[i] for i in np.linspace(0, len(tissue) - 1, args.clicks + 2).astype(int)[1:-1]]
+    points = tissue_points(widget, args.clicks)
 
     def clicks() -> list[float]:
-        widget.reset()
-        seconds = []
-        for row, column in points:
-            started = time.perf_counter()
-            widget.click(int(column), int(row))
-            seconds.append(time.perf_counter() - started)
-            time.sleep(args.pause)
-        return seconds
+        return timed_clicks(widget, points, args.pause)
 
     idle, during, accepts, refits = [], [], [], []
     for _ in range(args.accepts):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -29,20 +30,26 @@ class EmbeddingCache:
         self.directory = None if directory is None else Path(directory).expanduser()
         self.max_in_memory = max_in_memory
         self._memory: OrderedDict[str, Embedding] = OrderedDict()
+        self._lock = threading.Lock()  # the memory cache is shared with background threads
 
     def get(self, model: SamModel, image: np.ndarray) -> Embedding:
-        """The embedding of ``image`` under ``model``, computed only when no cache holds it."""
+        """The embedding of ``image`` under ``model``, computed only when no cache holds it.
+
+        Safe to call from several threads; two threads asking for the same missing embedding
+        at once both compute it."""
         key = self.key(model, image)
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            return self._memory[key]
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
         embedding = self.load(key, model, image.shape[:2])
         if embedding is None:
             embedding = model.embed(image)
             self.store(key, embedding)
-        self._memory[key] = embedding
-        while len(self._memory) > self.max_in_memory:
-            self._memory.popitem(last=False)
+        with self._lock:
+            self._memory[key] = embedding
+            while len(self._memory) > self.max_in_memory:
+                self._memory.popitem(last=False)
         return embedding
 
     @staticmethod
@@ -53,7 +60,11 @@ class EmbeddingCache:
         return digest.hexdigest()
 
     def __contains__(self, key: str) -> bool:
-        """Whether the cache folder holds an entry under ``key`` (unchecked)."""
+        """Whether the memory cache or the folder holds an entry under ``key`` (the file
+        unchecked): :meth:`get` would then not run the encoder, unless the file is damaged."""
+        with self._lock:
+            if key in self._memory:
+                return True
         return self.directory is not None and self._path(key).exists()
 
     def _path(self, key: str) -> Path:
@@ -96,6 +107,15 @@ class EmbeddingCache:
                 },
                 tmp,
             )
+
+
+_SHARED_MEMORY_CACHE = EmbeddingCache()
+
+
+def shared_cache(directory: str | os.PathLike | None = None) -> EmbeddingCache:
+    """The cache :class:`~histoclick.ClickSession` reads for ``directory``: a cache backed by that
+    folder, or, for None, the in-memory cache every session of this process shares."""
+    return EmbeddingCache(directory) if directory is not None else _SHARED_MEMORY_CACHE
 
 
 def _checked_entry(saved: object, model: SamModel, original_size: tuple[int, int]) -> Embedding:

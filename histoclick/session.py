@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
 from shapely.geometry import MultiPolygon
 
 from .clicks import Click
-from .embeddings import EmbeddingCache
+from .embeddings import shared_cache
 from .geometry import mask_to_geometry
 from .models.sam_model import SamModel
 from .slides import Tile
 
 MultimaskPolicy = Literal["first", "always", "never"]
-
-_SHARED_MEMORY_CACHE = EmbeddingCache()
 
 
 @dataclass(eq=False)
@@ -72,12 +71,106 @@ class ClickResult:
         self._logits = self._mask = None
 
 
-class ClickSession:
+class Predicted(Protocol):
+    """What a click state keeps after each click: the click and the prediction it led to."""
+
+    @property
+    def click(self) -> Click: ...
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(H, W)`` bool mask in tile pixels."""
+
+    @property
+    def model_seconds(self) -> float: ...
+
+    @property
+    def predicted_iou(self) -> float | None: ...
+
+
+PredictedT = TypeVar("PredictedT", bound=Predicted)
+
+
+class ClickHistory(abc.ABC, Generic[PredictedT]):
+    """Clicks on one tile and the prediction after each, with undo and reset: the bookkeeping
+    shared by :class:`ClickSession` (SAM) and the widget's
+    :class:`~histoclick.widgets.state.ClickState` (any evaluation
+    :class:`~histoclick.evaluation.protocol.Method`). Subclasses predict in :meth:`_predict`.
+
+    Args:
+        tile: the pixels clicked on, with their level-0 origin and downsample.
+    """
+
+    def __init__(self, tile: Tile) -> None:
+        self.tile = tile
+        self.results: list[PredictedT] = []
+
+    @property
+    def clicks(self) -> list[Click]:
+        """Clicks so far, oldest first, in tile pixels."""
+        return [r.click for r in self.results]
+
+    @property
+    def last(self) -> PredictedT | None:
+        """The current prediction, or None before the first click."""
+        return self.results[-1] if self.results else None
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The current ``(H, W)`` bool mask in tile pixels (None before the first click)."""
+        return None if self.last is None else self.last.mask
+
+    def click(self, x: float, y: float, positive: bool = True) -> PredictedT:
+        """Add a click at tile pixel ``(x, y)`` (column, row) and predict again.
+
+        Raises:
+            ValueError: when the click lies outside the tile, a coordinate is not finite, or
+                ``positive`` is not a bool (or 0/1).
+        """
+        click = Click(y=y, x=x, is_positive=positive)  # checks finiteness and the label
+        height, width = self.tile.image.shape[:2]
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(
+                f"click at (x={x}, y={y}) is outside the {width}x{height} tile; clicks are in tile "
+                "pixels (use tile.to_tile(x0, y0) to convert level-0 coordinates)"
+            )
+        result = self._predict(click)
+        self.results.append(result)
+        return result
+
+    @abc.abstractmethod
+    def _predict(self, click: Click) -> PredictedT:
+        """The prediction from every click so far plus ``click`` (not yet in :attr:`results`)."""
+
+    def undo(self) -> PredictedT | None:
+        """Forget the last click; returns the prediction that is current again (None if none)."""
+        if self.results:
+            self.results.pop()
+        return self.last
+
+    def reset(self) -> None:
+        """Forget every click."""
+        self.results.clear()
+
+    def geometry(self, **simplify: float | int | None) -> MultiPolygon:
+        """The current :attr:`mask` as a level-0 MultiPolygon (empty when there is none).
+
+        Keyword arguments go to :func:`histoclick.geometry.mask_to_geometry`
+        (``simplify_tolerance``, ``max_vertices``).
+        """
+        mask = self.mask
+        if mask is None:
+            return MultiPolygon()
+        return mask_to_geometry(mask, self.tile.origin, self.tile.downsample, **simplify)
+
+
+class ClickSession(ClickHistory[ClickResult]):
     """Interactive segmentation of one tile with SAM.
 
     The image embedding is computed once (or taken from the cache). Each click runs SAM's prompt
     encoder and mask decoder with every click so far and the previous low-resolution logits as
-    mask prompt.
+    mask prompt. Clicks, undo, reset and geometry: :class:`ClickHistory`; ``reset`` keeps the
+    embedding.
 
     Args:
         model: a model from :func:`histoclick.load_model`.
@@ -100,37 +193,12 @@ class ClickSession:
     ) -> None:
         if multimask not in ("first", "always", "never"):
             raise ValueError(f"multimask must be 'first', 'always' or 'never', got {multimask!r}")
+        super().__init__(image if isinstance(image, Tile) else Tile.from_array(image))
         self.model = model
-        self.tile = image if isinstance(image, Tile) else Tile.from_array(image)
         self.multimask = multimask
-        cache = EmbeddingCache(cache_dir) if cache_dir is not None else _SHARED_MEMORY_CACHE
-        self.embedding = cache.get(model, self.tile.image)
-        self.results: list[ClickResult] = []
+        self.embedding = shared_cache(cache_dir).get(model, self.tile.image)
 
-    @property
-    def clicks(self) -> list[Click]:
-        """Clicks so far, oldest first, in tile pixels."""
-        return [r.click for r in self.results]
-
-    @property
-    def last(self) -> ClickResult | None:
-        """The current prediction, or None before the first click."""
-        return self.results[-1] if self.results else None
-
-    def click(self, x: float, y: float, positive: bool = True) -> ClickResult:
-        """Add a click at tile pixel ``(x, y)`` (column, row) and predict again.
-
-        Raises:
-            ValueError: when the click lies outside the tile, a coordinate is not finite, or
-                ``positive`` is not a bool (or 0/1).
-        """
-        click = Click(y=y, x=x, is_positive=positive)  # checks finiteness and the label
-        height, width = self.tile.image.shape[:2]
-        if not (0 <= x < width and 0 <= y < height):
-            raise ValueError(
-                f"click at (x={x}, y={y}) is outside the {width}x{height} tile; clicks are in tile "
-                "pixels (use tile.to_tile(x0, y0) to convert level-0 coordinates)"
-            )
+    def _predict(self, click: Click) -> ClickResult:
         clicks = [*self.clicks, click]
         multimask = self.multimask == "always" or (self.multimask == "first" and not self.results)
         decoded = self.model.decode(
@@ -153,14 +221,7 @@ class ClickSession:
         )
         if self.last is not None:
             self.last.release()
-        self.results.append(result)
         return result
-
-    def undo(self) -> ClickResult | None:
-        """Forget the last click; returns the prediction that is current again (None if none)."""
-        if self.results:
-            self.results.pop()
-        return self.last
 
     def _upscale(self, low_res_logits: torch.Tensor) -> np.ndarray:
         """Tile-resolution logits from ``(1, 256, 256)`` low-resolution ones, as decode makes them."""
@@ -171,17 +232,3 @@ class ClickSession:
                 self.embedding.original_size,
             )
         return logits[0, 0].float().cpu().numpy()
-
-    def reset(self) -> None:
-        """Forget every click (the embedding is kept)."""
-        self.results.clear()
-
-    def geometry(self, **simplify: float | int | None) -> MultiPolygon:
-        """The current mask as a level-0 MultiPolygon (empty before the first click).
-
-        Keyword arguments go to :func:`histoclick.geometry.mask_to_geometry`
-        (``simplify_tolerance``, ``max_vertices``).
-        """
-        if self.last is None:
-            return MultiPolygon()
-        return mask_to_geometry(self.last.mask, self.tile.origin, self.tile.downsample, **simplify)

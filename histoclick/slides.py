@@ -340,11 +340,27 @@ class Slide:
         ``read_region(x, y, tile_size, tile_size, magnification=...)`` (same resolution argument).
         The tissue fraction counts parts outside the slide as non-tissue.
         """
+        if not 0 <= min_tissue <= 1:
+            raise ValueError(f"min_tissue is a fraction in [0, 1], got {min_tissue}")
+        fractions = self.tissue_fractions(tile_size, magnification, mpp, downsample=downsample)
+        return [origin for origin, fraction in fractions.items() if fraction >= min_tissue]
+
+    def tissue_fractions(
+        self,
+        tile_size: int,
+        magnification: float | None = None,
+        mpp: float | None = None,
+        *,
+        downsample: float | None = None,
+    ) -> dict[tuple[int, int], float]:
+        """Tissue fraction (0 to 1) of every grid tile, keyed by its level-0 origin ``(x, y)``.
+
+        The grid and the order (row-major) are those of :meth:`tissue_tiles`, which keeps the
+        tiles at or above its ``min_tissue``.
+        """
         tile_size = operator.index(tile_size)
         if tile_size < 1:
             raise ValueError(f"tile_size must be at least 1 pixel, got {tile_size}")
-        if not 0 <= min_tissue <= 1:
-            raise ValueError(f"min_tissue is a fraction in [0, 1], got {min_tissue}")
         step = tile_size * self.downsample_for(magnification, mpp, downsample)
         slide_width, slide_height = self.dimensions
         # Detect tissue at thumbnail scale, but at least 8 mask pixels per tile side.
@@ -362,8 +378,11 @@ class Slide:
         r0, r1 = row0[:, None], row1[:, None]
         tissue = counts[r1, col1] - counts[r0, col1] - counts[r1, col0] + counts[r0, col0]
         fraction = tissue / ((r1 - r0) * (col1 - col0))
-        rows, cols = np.nonzero(fraction >= min_tissue)
-        return [(int(xs[c]), int(ys[r])) for r, c in zip(rows, cols)]
+        return {
+            (int(x), int(y)): float(fraction[r, c])
+            for r, y in enumerate(ys)
+            for c, x in enumerate(xs)
+        }
 
     def _whole_slide(self, ds: float) -> Tile:
         """The whole slide at downsample ``ds``, origin (0, 0)."""

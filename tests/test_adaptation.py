@@ -8,6 +8,8 @@ later samples of it. Embeddings are made directly (no image encoder), which keep
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 
 import cv2
@@ -19,6 +21,7 @@ from histoclick import ClickSession, load_model
 from histoclick.adaptation import AdaptConfig, Adapter, adaptation_files, replay_score
 from histoclick.adaptation.store import cached_embedding
 from histoclick.embeddings import EmbeddingCache
+from histoclick.training import ClickTrainingConfig, FinetuneConfig
 from histoclick.evaluation import make_method
 from histoclick.models.sam_model import Embedding
 
@@ -42,6 +45,7 @@ def config(**changes) -> AdaptConfig:
     settings = dict(
         steps=5, batch_size=2, lr=1e-3, max_extra_clicks=0, first_clicks="single",
         time_budget_s=None, replay_every=0, replay_size=1, replay_clicks=1, threads=1,
+        nice=0,  # the worker's priority is tested in test_background.py; here it must not starve
     )
     return AdaptConfig(**{**settings, **changes})
 
@@ -133,17 +137,58 @@ def test_revert_returns_to_the_base_decoder_and_drops_a_running_refit(trained, b
     assert reverted.is_set() and adapter.model is adapter.base and adapter.status.decoder == "base"
 
 
-def test_guard_rail_rejects_a_refit_that_is_worse_on_the_replay(base):
+@pytest.mark.parametrize("where", ["this thread", "worker process"])
+def test_guard_rail_rejects_a_refit_that_is_worse_on_the_replay(base, where):
     adapter = Adapter(base, config(steps=3), background=False)
     for seed in range(3):  # contradictory accepts: the complement of what the domain marks
         embedding, mask = domain_sample(seed)
         adapter.accept(f"wrong-{seed}", ~mask, embedding=embedding, held_out=False)
     embedding, mask = domain_sample(10)
     adapter.accept("right", mask, embedding=embedding, held_out=True)
-    status = adapter.refit_now()
+    if where == "this thread":
+        status = adapter.refit_now()
+    else:
+        adapter.request_refit()
+        assert adapter.wait(timeout=600)
+        status = adapter.status
+        adapter.close()
     assert status.replay_after.miou < status.replay_before.miou  # the refit is worse on the replay
     assert status.adopted is False and adapter.model is adapter.base and status.decoder == "base"
     assert "kept the previous decoder" in status.line()
+
+
+def test_background_refits_train_in_the_worker_process_as_in_this_thread(base):
+    """The worker process gets each pair once (the second refit sends only the new one) and
+    trains as refit_now does; its torch threads and priority are its own, this process's stay."""
+    threads, nice = torch.get_num_threads(), os.getpriority(os.PRIO_PROCESS, 0)
+    here = Adapter(base, config(replay_every=3), background=False)
+    there = Adapter(base, config(replay_every=3), background=False)  # request_refit starts the process
+    try:
+        for accepted in ((0, 1), (2,)):  # the 3rd accept is held out as replay
+            for adapter in (here, there):
+                for seed in accepted:
+                    embedding, mask = domain_sample(seed)
+                    adapter.accept(f"p{seed}", mask, embedding=embedding)
+            # One torch thread, as in the worker: another count sums in another order, and Adam
+            # turns those last-bit differences into visibly different steps.
+            torch.set_num_threads(1)
+            try:
+                here.refit_now()
+            finally:
+                torch.set_num_threads(threads)
+            there.request_refit()
+            assert there.wait(timeout=600) and there.status.error is None
+            assert there._process is not None and there._shipped == len(there.pairs)
+            for name in ("adopted", "refits", "last_steps", "training_pairs", "replay_pairs"):
+                assert getattr(there.status, name) == getattr(here.status, name), name
+            assert there.status.replay_after.miou == pytest.approx(here.status.replay_after.miou, abs=1e-4)
+            expected = decoder_state(here.model)
+            for name, tensor in decoder_state(there.model).items():
+                assert torch.allclose(tensor, expected[name], atol=1e-5), name
+    finally:
+        there.close()
+    assert there._process is None
+    assert (torch.get_num_threads(), os.getpriority(os.PRIO_PROCESS, 0)) == (threads, nice)
 
 
 def test_refits_are_deterministic_with_a_seed(base):
@@ -205,3 +250,16 @@ def test_bad_input_is_refused_with_the_reason(base, tmp_path):
     assert adapter.status.pairs == 1 and not adapter.status.running  # no background: no refit
     with pytest.raises(FileNotFoundError):
         cached_embedding(None, "k", base, (SIZE, SIZE))
+
+
+def test_adaptation_and_finetuning_share_one_click_training_config():
+    shared = {f.name for f in dataclasses.fields(ClickTrainingConfig)}
+    for extended in (AdaptConfig, FinetuneConfig):
+        assert issubclass(extended, ClickTrainingConfig)
+        assert shared < {f.name for f in dataclasses.fields(extended)}
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        AdaptConfig(lr=0)
+    # An adaptation saved before the shared config (no iou_loss_weight) loads with the default.
+    saved = AdaptConfig(lr=3e-4).to_dict()
+    del saved["iou_loss_weight"]
+    assert AdaptConfig(**saved) == AdaptConfig(lr=3e-4)

@@ -73,3 +73,15 @@ def test_checkpoints_lists_the_official_files(tmp_path, capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert any("vit_b" in line and "damaged" in line for line in lines)  # 1 byte: not the real file
     assert any("vit_h" in line and "missing" in line and "dl.fbaipublicfiles.com" in line for line in lines)
+
+
+def test_checkpoints_download_takes_exactly_the_official_variants(capsys):
+    from histoclick.cli import build_parser
+    from histoclick.models import OFFICIAL_CHECKPOINTS
+
+    parser = build_parser()
+    for variant in OFFICIAL_CHECKPOINTS:  # parsed only: nothing is downloaded
+        assert parser.parse_args(["checkpoints", "--download", variant]).download == [variant]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["checkpoints", "--download", "vit_x"])
+    assert "invalid choice: 'vit_x'" in capsys.readouterr().err

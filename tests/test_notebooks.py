@@ -19,6 +19,8 @@ from histoclick.qupath import read_geojson
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
+# The one line notebooks print for vit_tiny (histoclick.datasets.real_data.describe_weights).
+RANDOM_WEIGHTS = "weights: RANDOM (vit_tiny, random weights (seed 0)): its masks and numbers say nothing"
 
 
 def run_notebook(
@@ -59,7 +61,10 @@ def test_notebooks_are_parameterised_and_stored_without_outputs(path):
 
 @pytest.mark.slow
 def test_03_interactive_session_with_defaults(tmp_path, monkeypatch):
-    notebook = run_notebook("03_interactive_qupath_session.ipynb", tmp_path, monkeypatch)
+    notebook = run_notebook("03_interactive_qupath_session.ipynb", tmp_path, monkeypatch, data="synthetic")
+    printed = _printed(notebook)
+    assert "data: a synthetic slide (2048 x 1536 pixels at 40x) (data = 'synthetic')" in printed
+    assert sum(line.startswith(RANDOM_WEIGHTS) for line in printed) == 1
     saved = read_geojson(tmp_path / "histoclick_objects.geojson")
     assert len(saved) == 1 and saved["classification"].iloc[0] == "Tumor"
     assert saved["measurements"].iloc[0]["histoclick clicks"] == 2.0
@@ -70,31 +75,55 @@ def test_03_interactive_session_with_defaults(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_03_on_the_real_slide(tmp_path, monkeypatch, shared_data):
-    run_notebook(
+def test_03_finds_the_real_slide_by_default(tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("HISTOCLICK_DATA", str(shared_data))  # where data = "auto" looks first
+    notebook = run_notebook(
         "03_interactive_qupath_session.ipynb",
         tmp_path,
         monkeypatch,
-        slide_path=str(shared_data / "slides" / "cmu_small_region.svs"),
         object_class="Stroma",
         geojson_path="real.geojson",
         scripted_clicks=[(200, 300, True), (400, 100, True), (50, 450, False)],
     )
+    slide = shared_data / "slides" / "cmu_small_region.svs"
+    assert f"data: CMU-1-Small-Region (real Aperio slide, CC0) from {slide}" in _printed(notebook)
     saved = read_geojson(tmp_path / "real.geojson")
     assert len(saved) == 1 and saved["classification"].iloc[0] == "Stroma"
     minx, miny, maxx, maxy = saved.geometry.iloc[0].bounds
     assert 0 <= minx < maxx <= 2220 and 0 <= miny < maxy <= 2967  # inside the slide, level-0 pixels
 
 
+def _outputs(notebook: nbformat.NotebookNode) -> list[dict]:
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+
+
 def _images(notebook: nbformat.NotebookNode) -> int:
     """How many PNG images the executed notebook displayed."""
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    return sum("image/png" in output.get("data", {}) for output in outputs)
+    return sum("image/png" in output.get("data", {}) for output in _outputs(notebook))
+
+
+def _printed(notebook: nbformat.NotebookNode) -> list[str]:
+    """The lines the executed notebook printed (stdout)."""
+    return [
+        line
+        for output in _outputs(notebook)
+        if output.get("output_type") == "stream" and output.get("name") == "stdout"
+        for line in output["text"].splitlines()
+    ]
+
+
+def _tables(notebook: nbformat.NotebookNode, caption: str) -> list[str]:
+    """The HTML of the tables the executed notebook displayed with ``caption``."""
+    pages = [output["data"]["text/html"] for output in _outputs(notebook) if "text/html" in output.get("data", {})]
+    return [page for page in pages if f"<caption>{caption}" in page]
 
 
 @pytest.mark.slow
 def test_01_zero_shot_comparison_with_defaults(tmp_path, monkeypatch):
-    notebook = run_notebook("01_zero_shot_comparison.ipynb", tmp_path, monkeypatch)
+    notebook = run_notebook("01_zero_shot_comparison.ipynb", tmp_path, monkeypatch, data="synthetic")
+    printed = _printed(notebook)
+    assert "data: synthetic H&E-like tiles (data = 'synthetic')" in printed
+    assert sum(line.startswith(RANDOM_WEIGHTS) for line in printed) == 1
     summary = pd.read_csv(tmp_path / "zero_shot_results" / "summary.csv", index_col=[0, 1])
     assert list(summary.index) == [
         ("synthetic", "sam:vit_tiny@random-seed-0"), ("synthetic", "region_growing"), ("synthetic", "grabcut")
@@ -102,24 +131,25 @@ def test_01_zero_shot_comparison_with_defaults(tmp_path, monkeypatch):
     assert summary["NoC@90"].between(1, 5).all()  # max_clicks = 5 by default
     records = pd.read_csv(tmp_path / "zero_shot_results" / "records.csv")
     assert records.groupby("method")["sample"].nunique().eq(3).all()  # limit = 3
+    (study,) = _tables(notebook, "The study's table: 5 clicks per sample (random SAM weights")
+    headers = ["NoC@80", "NoC@85", "NoC@90", "SPC (RITM; the study's)", *summary.index.levels[1]]
+    assert all(f">{header}</th>" in study for header in headers)  # the study's columns, a row per method
+    assert "NoF@85" not in study  # the other metrics are in the next table
     assert _images(notebook) == 2  # the mIoU curves and the overlay figure
 
 
 @pytest.mark.slow
-def test_01_on_camelyon16_mini(tmp_path, monkeypatch, shared_data):
-    run_notebook(
-        "01_zero_shot_comparison.ipynb",
-        tmp_path,
-        monkeypatch,
-        camelyon16_tiles=str(shared_data / "camelyon16_mini"),
-        max_clicks=3,
-        limit=2,
-        n_overlays=1,
-        out_dir="real",
+def test_01_finds_camelyon16_mini_by_default(tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("HISTOCLICK_DATA", str(shared_data))  # where data = "auto" looks first
+    notebook = run_notebook(
+        "01_zero_shot_comparison.ipynb", tmp_path, monkeypatch,
+        baselines=["region_growing"], max_clicks=2, limit=2, n_overlays=1, out_dir="real",
     )
+    tiles = shared_data / "camelyon16_mini"
+    assert f"data: camelyon16_mini (real CAMELYON16 tiles, CC0) from {tiles}" in _printed(notebook)
     summary = pd.read_csv(tmp_path / "real" / "summary.csv", index_col=[0, 1])
     assert set(summary.index.get_level_values("dataset")) == {"camelyon16_mini"}
-    assert len(summary) == 3
+    assert len(summary) == 2
 
 
 @pytest.mark.slow
@@ -127,7 +157,10 @@ def test_02_finetuning_scenarios_with_defaults_in_one_epoch(tmp_path, monkeypatc
     from histoclick import load_model
 
     # One epoch instead of the notebook's two: the same cells, half of CI's longest test.
-    notebook = run_notebook("02_finetuning_scenarios.ipynb", tmp_path, monkeypatch, epochs=1)
+    notebook = run_notebook("02_finetuning_scenarios.ipynb", tmp_path, monkeypatch, epochs=1, data="synthetic")
+    printed = _printed(notebook)
+    assert "second dataset: synthetic 384-pixel tiles (data = 'synthetic')" in printed
+    assert sum(line.startswith(RANDOM_WEIGHTS) for line in printed) == 1
     (run_dir,) = (tmp_path / "finetuning_runs").iterdir()
     for scenario in ("md", "ie_md", "whole", "enhanced"):
         load_model(run_dir / scenario / "best.pt", device="cpu")  # every checkpoint loads back
@@ -142,16 +175,18 @@ def test_02_finetuning_scenarios_with_defaults_in_one_epoch(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_02_generalising_to_camelyon16_mini(tmp_path, monkeypatch, shared_data):
-    run_notebook(
+def test_02_generalises_to_camelyon16_mini_by_default(tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("HISTOCLICK_DATA", str(shared_data))  # where data = "auto" looks first
+    notebook = run_notebook(
         "02_finetuning_scenarios.ipynb",
         tmp_path,
         monkeypatch,
-        second_data=str(shared_data / "camelyon16_mini"),
         scenarios=["md", "enhanced"],
         eval_limit=1,
         epochs=1,
     )
+    tiles = shared_data / "camelyon16_mini"
+    assert f"second dataset: camelyon16_mini (real CAMELYON16 tiles, CC0) from {tiles}" in _printed(notebook)
     (run_dir,) = (tmp_path / "finetuning_runs").iterdir()
     summary = pd.read_csv(run_dir / "evaluation" / "summary.csv", index_col=[0, 1])
     assert set(summary.index) == {
@@ -163,20 +198,27 @@ def test_02_generalising_to_camelyon16_mini(tmp_path, monkeypatch, shared_data):
 
 @pytest.mark.slow
 def test_04_online_adaptation_static_vs_adaptive(tmp_path, monkeypatch):
-    notebook = run_notebook("04_online_adaptation.ipynb", tmp_path, monkeypatch)
-    summary = pd.read_csv(tmp_path / "adaptive_run" / "adaptive_summary.csv", index_col=0)
+    from histoclick import load_model
+    from histoclick.evaluation.naming import scenario_of
+
+    notebook = run_notebook("04_online_adaptation.ipynb", tmp_path, monkeypatch, data="synthetic")
+    run = tmp_path / "adaptive_run"
+    assert scenario_of(load_model(run / "base" / "best.pt", device="cpu")) == "md"  # domain A's base
+    summary = pd.read_csv(run / "adaptive_summary.csv", index_col=0)
     assert list(summary.index) == ["static", "adaptive"]
+    assert "random-seed" not in summary.loc["static", "method"]  # the trained base, not random weights
     assert summary["NoC@90"].between(1, 2).all()  # max_clicks = 2 by default
-    samples = pd.read_csv(tmp_path / "adaptive_run" / "adaptive_samples.csv")
-    assert len(samples) == 4 and (samples["accepted"] == "gt").all()
+    samples = pd.read_csv(run / "adaptive_samples.csv", dtype={"sample_id": str})
+    assert list(samples["sample_id"]) == [f"{i:05d}" for i in range(4)]  # domain B's synthetic tiles, in order
+    assert (samples["accepted"] == "gt").all()
     assert _images(notebook) == 1  # NoC@90 along the sequence
+    text = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "domain B: synthetic tiles of another stain and scale" in text and "weights: RANDOM" in text
 
 
 @pytest.mark.slow
-def test_04_on_camelyon16_mini(tmp_path, monkeypatch, shared_data):
-    run_notebook(
-        "04_online_adaptation.ipynb", tmp_path, monkeypatch,
-        adapt_data=str(shared_data / "camelyon16_mini"), n_samples=2, max_clicks=1,
-    )
-    samples = pd.read_csv(tmp_path / "adaptive_run" / "adaptive_samples.csv")
-    assert len(samples) == 2 and samples["adopted"].notna().all()
+def test_04_adapts_on_camelyon16_mini_by_default(tmp_path, monkeypatch, shared_data):
+    run_notebook("04_online_adaptation.ipynb", tmp_path, monkeypatch, n_samples=2, max_clicks=1, base_epochs=1)
+    samples = pd.read_csv(tmp_path / "adaptive_run" / "adaptive_samples.csv", dtype={"sample_id": str})
+    expected = sorted(path.stem for path in (shared_data / "camelyon16_mini" / "images").iterdir())[:2]
+    assert list(samples["sample_id"]) == expected and samples["adopted"].notna().all()

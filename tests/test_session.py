@@ -199,3 +199,26 @@ def test_readme_geometry_with_a_vertex_bound_returns(model):
     bounded = session.geometry(max_vertices=2000)
     assert shapely.get_num_coordinates(exact) > 2000  # random weights: a speckled mask
     assert shapely.get_num_coordinates(bounded) <= 2000 and bounded.is_valid
+
+
+def test_the_widget_click_state_shares_the_session_bookkeeping(model, image):
+    """The widget's ClickState (any Method; here SAM through SamMethod) and ClickSession are one
+    ClickHistory: same masks after each click and undo, same bounds check, same geometry."""
+    from histoclick.evaluation.sam_method import SamMethod
+    from histoclick.session import ClickHistory
+    from histoclick.widgets.state import ClickState
+
+    tile = Tile(image=image, origin=(1000.0, 2000.0), downsample=4.0)
+    session, state = ClickSession(model, tile), ClickState(SamMethod(model), tile)
+    assert isinstance(session, ClickHistory) and isinstance(state, ClickHistory)
+    for x, y, positive in ((40, 60, True), (90, 120, False)):
+        np.testing.assert_array_equal(session.click(x, y, positive).mask, state.click(x, y, positive).mask)
+    assert session.clicks == state.clicks
+    session.undo(), state.undo()
+    np.testing.assert_array_equal(session.mask, state.mask)
+    assert shapely.equals(session.geometry(), state.geometry())
+    for clicks in (session, state):
+        with pytest.raises(ValueError, match="outside the 128x160 tile"):
+            clicks.click(128, 10)
+        clicks.reset()
+        assert clicks.clicks == [] and clicks.mask is None and clicks.geometry().is_empty

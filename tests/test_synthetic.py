@@ -7,7 +7,7 @@ import numpy as np
 import openslide
 import pytest
 
-from histoclick.datasets.synthetic import make_tile, write_pyramidal_slide, write_pyramidal_tiff, write_sample
+from histoclick.datasets.synthetic import make_tile, write_pyramidal_slide, write_pyramidal_tiff
 from histoclick.slides import open_slide
 
 

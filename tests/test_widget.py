@@ -97,6 +97,7 @@ def test_left_and_right_clicks_from_ipyevents_reach_the_session_and_the_overlay(
         size=256,
         display_width=384,
     )
+    widget.wait_for_embedding()  # clicks on the image are refused until it is ready
     assert widget.image.width == "384"
     before = decode(widget.image.value)
     assert before.shape == (256, 256, 3)
@@ -174,7 +175,10 @@ def test_accept_appends_annotations_to_geojson(synthetic_slide, model, tmp_path)
     assert frame["name"].iloc[0] == "histoclick vit_tiny"
     assert widget.saved_count == 2 and widget.session.clicks == []
     assert len(widget.annotations()) == 2
-    assert [label for label, _ in widget.annotation_dropdown.options] == ["1: Stroma", "2: Stroma"]
+    assert [label.split(" · ")[0] for label, _ in widget.object_list.select.options] == [
+        "1: Stroma",
+        "2: Stroma",
+    ]
 
     # A second widget on the same file appends after what is there and shows it.
     again = ClickWidget(
@@ -380,7 +384,7 @@ def test_the_object_list_shows_what_other_processes_wrote(synthetic_slide, model
     widget.click(40, 50)
     widget.accept()
     assert len(read_geojson(out)) == 4
-    assert len(widget.annotations()) == 4 and len(widget.annotation_dropdown.options) == 4
+    assert len(widget.annotations()) == 4 and len(widget.object_list.rows) == 4
     assert "(4 objects there)" in widget.status.value
 
 
@@ -402,6 +406,7 @@ def test_a_click_on_a_pixel_centre_lands_there_when_the_image_edge_is_fractional
     # test_widget_browser.py) while the image's box may start at 20.25: the centre of tile row 200
     # (unscaled) is at 220.75, reported as 220, which the plain difference put on row 199.
     widget = ClickWidget(synthetic_slide.path, model, magnification=10, origin=(0, 0), size=256)
+    widget.wait_for_embedding()
     for column, row, left, top in ((100, 200, 10.0, 20.25), (37, 3, 8.75, 100.5), (255, 0, 0.1, 0.9)):
         x, y = left + column + 0.5, top + row + 0.5
         widget._events._dom_handlers(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import shapely
 
 from histoclick.qupath import read_geojson
 
@@ -40,7 +41,8 @@ CHROMIUM_ARGS = [
 ]
 SIZE, DISPLAY = 256, 384  # tile pixels, CSS pixels: the page shows the tile scaled by 1.5
 FRACTIONAL_MARGIN = "0.1px 0px 0px 0.1px"  # puts the baseline's image at fractional CSS offsets
-IMAGE = "img.widget-image"
+IMAGE = "img.widget-image:not(.histoclick-overview)"  # the click images, not the overviews
+OVERVIEW = "img.histoclick-overview"
 
 
 def missing_tools() -> list[str]:
@@ -217,6 +219,17 @@ def read_pixels(page, index: int = 0, x: int = 0, y: int = 0, color=(0, 0, 0)) -
     return page.evaluate(READ_PIXELS, [IMAGE, index, x, y, list(color)])
 
 
+def read_settled_pixel(page, selector: str, x: int, y: int, tries: int = 5) -> list[int]:
+    """The pixel at ``(x, y)`` of the first ``selector`` image, read again when the kernel
+    replaced the image while the page was decoding it (the decode then fails)."""
+    for _ in range(tries - 1):
+        try:
+            return page.evaluate(READ_PIXELS, [selector, 0, x, y, [0, 0, 0]])["pixel"]
+        except Exception:  # noqa: BLE001 - playwright's Error: "The source image cannot be decoded"
+            time.sleep(0.2)
+    return page.evaluate(READ_PIXELS, [selector, 0, x, y, [0, 0, 0]])["pixel"]
+
+
 def click_tile_pixel(page, box: dict, column: int, row: int, button: str) -> None:
     """Click the centre of a tile pixel of the displayed (scaled) image."""
     scale_x, scale_y = box["width"] / SIZE, box["height"] / SIZE
@@ -252,6 +265,7 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
     from playwright.sync_api import sync_playwright
 
     from histoclick.overlay import NEGATIVE_COLOR, POSITIVE_COLOR
+    from histoclick.widgets.overview import VIEWPORT_COLOR
 
     root = tmp_path / "notebooks"
     root.mkdir()
@@ -285,7 +299,11 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
                 page.goto(f"http://127.0.0.1:{port}/voila/render/widget.ipynb", timeout=180_000)
                 image = page.locator(IMAGE).first
                 image.wait_for(state="visible", timeout=180_000)
-                wait_for_state(state_file, lambda s: s["clicks"] == [], "the widget ready")
+                wait_for_state(
+                    state_file,
+                    lambda s: s["clicks"] == [] and s["embedding_ready"],
+                    "the widget ready (its embedding computed in the background)",
+                )
                 box = image.bounding_box()
                 assert round(box["width"]) == DISPLAY  # shown scaled: the click maths must undo it
                 before = read_pixels(page)
@@ -324,12 +342,47 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
                 page.get_by_role("button", name="Accept").first.click()
                 state = wait_for_state(state_file, lambda s: s["saved"] == 1, "the accept")
                 assert state["pending_parts"] == 0 and state["object_id"] is not None
+                saved_state = state
+
+                # The overview: the viewport drawn on the thumbnail; a click there centres the
+                # viewport on that point (thumbnail pixel -> level-0, exact to the pixel).
+                overview = page.locator(OVERVIEW).first
+                obox = overview.bounding_box()
+                width, height = state["overview"]["width"], state["overview"]["height"]
+                assert (round(obox["width"]), round(obox["height"])) == (width, height)
+                rect_left, rect_top = state["overview"]["rectangle"][:2]
+                corner = read_settled_pixel(page, OVERVIEW, rect_left, rect_top)
+                assert near(corner, VIEWPORT_COLOR), corner
+                before = state["viewport"]
+                page.mouse.click(
+                    obox["x"] + 100.5 * obox["width"] / width,
+                    obox["y"] + 90.5 * obox["height"] / height,
+                )
+                state = wait_for_state(
+                    state_file, lambda s: s["viewport"] != before, "the overview click"
+                )
+                extent, ds = SIZE * state["viewport"]["downsample"], state["overview"]["downsample"]
+                assert math.floor((state["viewport"]["x"] + extent / 2) / ds) == 100
+                assert math.floor((state["viewport"]["y"] + extent / 2) / ds) == 90
+
+                # The object list shows the saved object; selecting it goes back to it.
+                assert len(state["objects"]) == 1 and state["objects"][0].startswith("1: Stroma")
+                after_overview = state["viewport"]
+                page.locator(".widget-select select").first.select_option(index=0)
+                went_to = wait_for_state(
+                    state_file, lambda s: s["viewport"] != after_overview, "go to the object"
+                )["viewport"]
+                state = saved_state
 
                 # The baseline widget, its image at fractional CSS offsets: a click on a pixel
                 # centre that the old maths put one pixel off lands on that pixel.
                 baseline_image = page.locator(IMAGE).nth(1)
                 baseline_image.scroll_into_view_if_needed()
-                wait_for_state(baseline_state, lambda s: s["clicks"] == [], "the baseline ready")
+                wait_for_state(
+                    baseline_state,
+                    lambda s: s["clicks"] == [] and s["embedding_ready"],
+                    "the baseline ready",
+                )
                 fbox = baseline_image.bounding_box()
                 rows = misplaced_before(fbox["y"], fbox["height"], range(100, 160))
                 columns = misplaced_before(fbox["x"], fbox["width"], range(100, 160)) or [130]
@@ -379,6 +432,11 @@ def test_click_segment_and_save_in_a_real_browser(browser_tools, synthetic_slide
     minx, miny, maxx, maxy = geometry.bounds
     assert 0 <= minx and 0 <= miny and maxx <= SIZE * downsample and maxy <= SIZE * downsample
     assert frame["measurements"].iloc[0]["histoclick clicks"] == 1.0
+    # Selecting it in the object list centred the viewport on it (kept on the slide).
+    centre = shapely.box(*geometry.bounds).centroid
+    extent = SIZE * went_to["downsample"]
+    assert went_to["x"] <= centre.x <= went_to["x"] + extent
+    assert went_to["y"] <= centre.y <= went_to["y"] + extent
 
     with capsys.disabled():
         for name, ms, kernel in (("left", left_ms, left), ("right", right_ms, right)):

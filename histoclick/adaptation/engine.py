@@ -10,7 +10,11 @@ encoder is frozen), so the decoder can be refit cheaply after each accept:
 >>> adapter.status.line()                      # "12 pairs, refit 3.1 s, adopted"
 >>> adapter.save("tumour.geojson")             # decoder + pairs next to the GeoJSON
 
-How a refit works (:meth:`Adapter.refit_now`, or the worker thread after :meth:`Adapter.accept`):
+How a refit works (:meth:`Adapter.refit_now` in the calling thread, or after
+:meth:`Adapter.accept` in the background: a worker thread sends the new pairs and the current
+decoder's weights to a low-priority worker process, :class:`~histoclick.background.BackgroundWorker`,
+which trains and scores there and sends the trained weights back; a thread would hold the GIL the
+clicks need, a process does not, see ``benchmarks/bench_adaptation.py``):
 
 - It starts from the current decoder: a deep copy is trained (copy-on-refit), the published
   decoders are never changed, so a click never sees half-updated weights. The image and prompt
@@ -35,12 +39,12 @@ clicks from ``(seed, n)``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,28 +53,27 @@ import torch
 from segment_anything.modeling import Sam
 
 from histoclick.adaptation.replay import ReplayScore, replay_score
+from histoclick.background import BackgroundWorker
 from histoclick.embeddings import EmbeddingCache
-from histoclick.models.finetuned import base_reference, trained_digest
+from histoclick.models.finetuned import apply_tensors, base_reference, trained_digest
 from histoclick.models.sam_model import Embedding, SamModel
 from histoclick.session import ClickSession
 from histoclick.slides import Tile
 from histoclick.training.data import low_res_target
-from histoclick.training.loop import ClickTrainingModel, FinetuneConfig, training_step
+from histoclick.training.loop import ClickTrainingConfig, ClickTrainingModel, training_step
 from histoclick.training.scenarios import apply_scenario, frozen_encoder
 
 ADAPT_SCENARIOS = ("md", "enhanced")
-WORKER_NICE = 10  # the refit thread yields the CPU to clicks (Linux schedules threads by nice)
 
 
 @dataclass(frozen=True)
-class AdaptConfig:
-    """Settings of online adaptation.
+class AdaptConfig(ClickTrainingConfig):
+    """Settings of online adaptation: the :class:`~histoclick.training.ClickTrainingConfig` of
+    each step (as ``histoclick finetune``'s, with a fresh AdamW each refit and a constant lr;
+    ``scenario``: ``md``, SAM's mask decoder, or ``enhanced``, the enhanced decoder built from
+    the base's at the start: the encoder is always frozen), and
 
-    scenario: ``md`` (SAM's mask decoder) or ``enhanced`` (the enhanced decoder, built from the
-        base's at the start); the encoder is always frozen.
     steps: optimizer steps per refit. batch_size: pairs per step (drawn with replacement).
-    lr, weight_decay, grad_clip, loss, max_extra_clicks, first_clicks: as in
-        :class:`~histoclick.training.FinetuneConfig` (a fresh AdamW each refit, constant lr).
     time_budget_s: stop training before a step that would end past this many seconds (judged
         by the previous step's time; the first step always runs; None: always ``steps``,
         deterministic);
@@ -79,28 +82,25 @@ class AdaptConfig:
     max_pairs: the newest training pairs a refit uses.
     replay_every: every n-th accept is held out for the guard rail (0: none is).
     replay_size: the newest held-out pairs scored. replay_clicks: simulated clicks per pair.
-    threads: torch threads of the background worker (None: one less than the process has, at
-        least 1, so a refit leaves the clicks a core); on Linux the worker also runs at nice
-        ``WORKER_NICE``, so where the cores are shared the clicks come first.
+    threads: torch threads of the background refits' worker process
+        (:class:`~histoclick.background.BackgroundWorker`; None: one less than this process has,
+        at least 1).
+    nice: how much lower the worker process's CPU priority is than this process's (0..19;
+        Linux/macOS), so where the cores are shared the clicks come first. 10 gives the worker
+        about a tenth of a core a click wants; 19 (the lowest) lets other busy programs starve
+        it: measured on a loaded 2-core machine, a refit then made no progress for minutes.
     seed: seeds batches, clicks and the enhanced decoder's new layers.
     """
 
-    scenario: str = "md"
-    steps: int = 20
     batch_size: int = 2
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    loss: str = "nfl"
-    max_extra_clicks: int = 3
-    first_clicks: str = "multipoint"
+    steps: int = 20
     time_budget_s: float | None = 4.0
     max_pairs: int = 50
     replay_every: int = 3
     replay_size: int = 2
     replay_clicks: int = 2
     threads: int | None = None
-    seed: int = 0
+    nice: int = 10
 
     def __post_init__(self) -> None:
         if self.scenario not in ADAPT_SCENARIOS:
@@ -108,23 +108,15 @@ class AdaptConfig:
                 f"online adaptation trains the decoder on cached embeddings: scenario must be one "
                 f"of {', '.join(ADAPT_SCENARIOS)}, got {self.scenario!r}"
             )
-        if min(self.steps, self.batch_size, self.max_pairs, self.replay_size, self.replay_clicks) < 1:
-            raise ValueError("steps, batch_size, max_pairs, replay_size and replay_clicks must be >= 1")
+        super().__post_init__()
+        if min(self.steps, self.max_pairs, self.replay_size, self.replay_clicks) < 1:
+            raise ValueError("steps, max_pairs, replay_size and replay_clicks must be >= 1")
         if self.replay_every < 0 or (self.time_budget_s is not None and self.time_budget_s <= 0):
             raise ValueError("replay_every must be >= 0 and time_budget_s positive or None")
-        self.training()  # validates lr, loss and clicks
-
-    def training(self) -> FinetuneConfig:
-        """The fine-tuning settings a refit's :func:`training_step` uses."""
-        return FinetuneConfig(
-            scenario=self.scenario, batch_size=self.batch_size, lr=self.lr,
-            weight_decay=self.weight_decay, grad_clip=self.grad_clip, loss=self.loss,
-            max_extra_clicks=self.max_extra_clicks, first_clicks=self.first_clicks,
-            augment="none", seed=self.seed, bf16=False,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"nice must be in 0..19, got {self.nice}")
 
 
 @dataclass(frozen=True)
@@ -187,8 +179,10 @@ class Adapter:
         config: see :class:`AdaptConfig`.
         cache_dir: the embedding cache folder (where ``accept(key, ...)`` finds embeddings and
             :meth:`save` keeps them); None: embeddings in memory only.
-        background: refit on a worker thread after each :meth:`accept` (False: only
-            :meth:`refit_now` refits, deterministic).
+        background: refit in the background after each :meth:`accept`, in a low-priority worker
+            process (:class:`~histoclick.background.BackgroundWorker`, started with the adapter),
+            so clicks are not slowed; False: only :meth:`refit_now` refits (in the calling
+            thread, deterministic), and no process is started.
     """
 
     def __init__(
@@ -222,6 +216,12 @@ class Adapter:
         self._pending = False
         self._closed = False
         self._worker: threading.Thread | None = None
+        # Background refits train in a low-priority worker process (a thread's Python code would
+        # hold the GIL the clicks need); it keeps the first ``_shipped`` pairs it was sent.
+        self._process: BackgroundWorker | None = None
+        self._shipped = 0
+        if background:  # started now: it imports torch while the user annotates the first object
+            self._process = self._new_process()
 
     # -- what clicks use ------------------------------------------------------------------
 
@@ -294,7 +294,7 @@ class Adapter:
         return pair
 
     def request_refit(self) -> None:
-        """Queue a refit on the worker thread (as an accept does with ``background``)."""
+        """Queue a background refit (as an accept does with ``background``)."""
         with self._lock:
             self._pending = True
             self._start_worker()
@@ -320,12 +320,15 @@ class Adapter:
             self._lock.notify_all()
 
     def close(self) -> None:
-        """Stop the worker thread (after the refit in progress)."""
+        """Stop the worker thread and process (after the refit in progress)."""
         with self._lock:
             self._closed = True
             self._lock.notify_all()
         if self._worker is not None:
             self._worker.join()
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
     def __enter__(self) -> Adapter:
         return self
@@ -353,6 +356,7 @@ class Adapter:
         """Put saved state back (used by :func:`histoclick.adaptation.store.load`)."""
         with self._lock:
             self._pairs = list(pairs)
+            self._shipped = 0  # the worker process gets them all with the next refit
             if current is not None:
                 self._current = current
             self._status = dataclasses.replace(
@@ -361,11 +365,7 @@ class Adapter:
 
     def adapted_from_tensors(self, tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> SamModel:
         """A published model: the base with the decoder tensors of a saved checkpoint."""
-        from histoclick.models.finetuned import apply_tensors
-
-        model = _derived(self.base, copy.deepcopy(self.base.sam.mask_decoder), self.base.identity, str(path))
-        apply_tensors(model, tensors, self.trainable, path)
-        return self._published(model, f"adapted decoder from {path}")
+        return self._adapted(tensors, f"adapted decoder from {path}")
 
     # -- internals ------------------------------------------------------------------------
 
@@ -396,10 +396,8 @@ class Adapter:
             self._worker.start()
 
     def _work(self) -> None:
-        threads = self.config.threads or max(1, torch.get_num_threads() - 1)
-        torch.set_num_threads(threads)  # this thread's intra-op threads only
-        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        """The worker thread: runs queued refits in the worker process, and waits meanwhile
+        (it holds the GIL only to send pairs and publish the new decoder)."""
         while True:
             with self._lock:
                 self._lock.wait_for(lambda: self._pending or self._closed)
@@ -408,63 +406,46 @@ class Adapter:
                 self._pending = False
                 self._status = dataclasses.replace(self._status, running=True)  # no gap for wait()
             try:
-                self._refit()
+                self._refit(remote=True)
             except Exception as err:  # a failed refit must never stop annotation: report it
                 with self._lock:
                     self._status = dataclasses.replace(self._status, running=False, error=f"{type(err).__name__}: {err}")
                     self._lock.notify_all()
 
-    def _refit(self) -> None:
+    def _refit(self, remote: bool = False) -> None:
         with self._refit_lock:
             with self._lock:
                 start, generation, pairs, index = self._current, self._generation, list(self._pairs), self._status.refits
                 self._status = dataclasses.replace(self._status, running=True, error=None)
             try:
-                self._train_and_judge(start, generation, pairs, index)
+                self._train_and_judge(start, generation, pairs, index, remote)
             finally:
                 with self._lock:
                     self._status = dataclasses.replace(self._status, running=False)
                     self._lock.notify_all()
 
-    def _train_and_judge(self, start: SamModel, generation: int, pairs: list[Pair], index: int) -> None:
+    def _train_and_judge(self, start: SamModel, generation: int, pairs: list[Pair], index: int, remote: bool) -> None:
+        """Train a candidate from ``start`` on ``pairs`` (in the worker process when ``remote``,
+        else in this thread), judge it on the replay pairs, and adopt it if it is not worse."""
         config = self.config
-        train = [p for p in pairs if not p.held_out][-config.max_pairs :]
+        train = [i for i, p in enumerate(pairs) if not p.held_out][-config.max_pairs :]
         if not train:
             return
-        replay = [p for p in pairs if p.held_out][-config.replay_size :] or train
+        replay = [i for i, p in enumerate(pairs) if p.held_out][-config.replay_size :] or train
         began = time.perf_counter()
-        candidate = _derived(start, copy.deepcopy(start.sam.mask_decoder), start.identity, start.source)
-        apply_scenario(candidate, config.scenario)
-        parameters = [p for p in candidate.sam.mask_decoder.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-        net = ClickTrainingModel(candidate, frozen_encoder(config.scenario), config.first_clicks)
-        targets = [_targets(p, candidate) for p in train]
-        rng = np.random.default_rng((config.seed, index))
-        training = config.training()
-        steps, step_seconds = 0, 0.0
-        for _ in range(config.steps):
-            step_start = time.perf_counter()
-            # Stop before a step that would end past the budget (as long as the last one took).
-            if config.time_budget_s is not None and step_start - began + step_seconds > config.time_budget_s:
-                break
-            chosen = rng.choice(len(train), size=config.batch_size, replace=len(train) < config.batch_size)
-            batch = {
-                "inputs": torch.cat([train[i].embedding.features for i in chosen]).clone(),
-                "gt": torch.stack([targets[i][0] for i in chosen]),
-                "valid": torch.stack([targets[i][1] for i in chosen]),
-            }
-            extra = int(rng.integers(config.max_extra_clicks + 1))
-            training_step(net, optimizer, batch, extra, rng, training)
-            steps += 1
-            step_seconds = time.perf_counter() - step_start
-        _freeze(candidate)
-        adapted = self._published(candidate, f"adapted online ({config.scenario}, refit {index + 1}, {len(train)} pairs)")
-        items = [(p.embedding, p.mask, p.ignore) for p in replay]
-        replay_keys = tuple(id(p) for p in replay)  # pairs are immutable and kept in self._pairs
-        before = self._scores.get((start.identity, replay_keys)) or replay_score(start, items, config.replay_clicks)
-        after = replay_score(adapted, items, config.replay_clicks)
-        self._scores = {(start.identity, replay_keys): before, (adapted.identity, replay_keys): after}
-        adopt = after.miou >= before.miou
+        replay_keys = tuple(id(pairs[i]) for i in replay)  # pairs are immutable and kept in self._pairs
+        known = self._scores.get((start.identity, replay_keys))
+        start_tensors = _tensors(start, self.trainable)
+        if remote:
+            refit = self._in_process(pairs, start_tensors, train, replay, index, known)
+        else:
+            refit = _train(self.base, start_tensors, [pairs[i] for i in train], [pairs[i] for i in replay],
+                           config, index, known)
+        adapted = self._adapted(
+            refit.tensors, f"adapted online ({config.scenario}, refit {index + 1}, {len(train)} pairs)"
+        )
+        self._scores = {(start.identity, replay_keys): refit.before, (adapted.identity, replay_keys): refit.after}
+        adopt = refit.after.miou >= refit.before.miou
         with self._lock:
             if generation != self._generation:
                 return  # reverted meanwhile: this refit started from a decoder no longer wanted
@@ -472,9 +453,39 @@ class Adapter:
                 self._current = adapted
             self._status = dataclasses.replace(
                 self._status, refits=index + 1, adopted=adopt, last_refit_seconds=time.perf_counter() - began,
-                last_steps=steps, replay_before=before, replay_after=after,
+                last_steps=refit.steps, replay_before=refit.before, replay_after=refit.after,
                 decoder="adapted" if self._current is not self.base else "base",
             )
+
+    def _in_process(
+        self, pairs: list[Pair], start_tensors: dict[str, torch.Tensor], train: list[int], replay: list[int],
+        index: int, known: ReplayScore | None,
+    ) -> Refit:
+        """:func:`_train` in the worker process, which keeps the pairs it was sent (only the new
+        ones are sent: the embeddings are megabytes each)."""
+        if self._process is None:
+            self._process = self._new_process()
+            self._shipped = 0
+        sent = self._shipped
+        try:
+            refit = self._process.submit(
+                _process_refit, sent, pairs[sent:], start_tensors, train, replay, self.config, index, known
+            ).result()
+        except BrokenProcessPool:
+            self._process = None  # the process died (e.g. out of memory): the next refit starts another
+            raise
+        self._shipped = len(pairs)
+        return refit
+
+    def _new_process(self) -> BackgroundWorker:
+        threads = self.config.threads or max(1, torch.get_num_threads() - 1)
+        return BackgroundWorker(_process_setup, _decoder_only(self.base), threads=threads, nice=self.config.nice)
+
+    def _adapted(self, tensors: dict[str, torch.Tensor], source: str) -> SamModel:
+        """A published model: the base with the trained decoder ``tensors``."""
+        model = _derived(self.base, copy.deepcopy(self.base.sam.mask_decoder), self.base.identity, source)
+        apply_tensors(model, tensors, self.trainable, source)
+        return self._published(model, source)
 
     def _published(self, model: SamModel, source: str) -> SamModel:
         """``model`` with an identity of its own weights (so nothing cached for other weights is
@@ -527,3 +538,115 @@ def _targets(pair: Pair, model: SamModel) -> tuple[torch.Tensor, torch.Tensor]:
         valid &= ~low_res_target(pair.ignore, model.image_size)[0]
         gt &= valid
     return torch.as_tensor(gt, device=model.device), torch.as_tensor(valid, device=model.device)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """What one refit computed: the candidate's trained decoder ``tensors`` (by parameter name),
+    its optimizer ``steps``, and the guard rail's scores of the start (``before``) and the
+    candidate (``after``) decoders."""
+
+    tensors: dict[str, torch.Tensor]
+    steps: int
+    before: ReplayScore
+    after: ReplayScore
+
+
+def _train(
+    base: SamModel,
+    start_tensors: dict[str, torch.Tensor],
+    train: list[Pair],
+    replay: list[Pair],
+    config: AdaptConfig,
+    index: int,
+    before: ReplayScore | None,
+) -> Refit:
+    """Refit ``index``: train a copy of ``base``'s decoder holding ``start_tensors`` on ``train``
+    (see the module docstring), and score it and the start decoder (unless ``before`` is known)
+    on ``replay``. Runs in the adapter's thread or in its worker process; changes nothing given."""
+    began = time.perf_counter()
+    candidate = _with_tensors(base, start_tensors)
+    trainable = apply_scenario(candidate, config.scenario)
+    parameters = [p for p in candidate.sam.mask_decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    net = ClickTrainingModel(candidate, frozen_encoder(config.scenario), config.first_clicks)
+    targets = [_targets(p, candidate) for p in train]
+    rng = np.random.default_rng((config.seed, index))
+    steps, step_seconds = 0, 0.0
+    for _ in range(config.steps):
+        step_start = time.perf_counter()
+        # Stop before a step that would end past the budget (as long as the last one took).
+        if steps and config.time_budget_s is not None and step_start - began + step_seconds > config.time_budget_s:
+            break
+        chosen = rng.choice(len(train), size=config.batch_size, replace=len(train) < config.batch_size)
+        batch = {
+            "inputs": torch.cat([train[i].embedding.features for i in chosen]).clone(),
+            "gt": torch.stack([targets[i][0] for i in chosen]),
+            "valid": torch.stack([targets[i][1] for i in chosen]),
+        }
+        extra = int(rng.integers(config.max_extra_clicks + 1))
+        training_step(net, optimizer, batch, extra, rng, config)
+        steps += 1
+        step_seconds = time.perf_counter() - step_start
+    _freeze(candidate)
+    items = [(p.embedding, p.mask, p.ignore) for p in replay]
+    if before is None:
+        before = replay_score(_with_tensors(base, start_tensors), items, config.replay_clicks)
+    after = replay_score(candidate, items, config.replay_clicks)
+    return Refit(_tensors(candidate, trainable), steps, before, after)
+
+
+def _with_tensors(base: SamModel, tensors: dict[str, torch.Tensor]) -> SamModel:
+    """A model sharing ``base``'s encoders, with a copy of its decoder holding ``tensors``."""
+    model = _derived(base, copy.deepcopy(base.sam.mask_decoder), base.identity, base.source)
+    apply_tensors(model, tensors, list(tensors), base.source)
+    return model
+
+
+def _tensors(model: SamModel, names: list[str]) -> dict[str, torch.Tensor]:
+    """Copies of ``model``'s parameters ``names`` (a decoder's trained tensors)."""
+    parameters = dict(model.sam.named_parameters())
+    return {name: parameters[name].detach().clone() for name in names}
+
+
+class _NoImageEncoder(torch.nn.Module):
+    """Holds the image encoder's place in the worker process's model: refits train on cached
+    embeddings, so the encoder's weights (most of SAM's) are never sent there."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the adaptation worker process has no image encoder: it trains on cached embeddings")
+
+
+def _decoder_only(model: SamModel) -> SamModel:
+    """``model`` without its image encoder's weights (what the worker process needs)."""
+    sam = Sam(
+        image_encoder=_NoImageEncoder(model.image_size),
+        prompt_encoder=model.sam.prompt_encoder,
+        mask_decoder=model.sam.mask_decoder,
+        pixel_mean=model.sam.pixel_mean.flatten().tolist(),
+        pixel_std=model.sam.pixel_std.flatten().tolist(),
+    )
+    return SamModel(sam, model.name, model.device, model.source, model.identity.split(":", 1)[1],
+                    encoder_identity=model.encoder_identity)
+
+
+def _process_setup(base: SamModel) -> dict[str, Any]:
+    """The worker process's state: the (decoder-only) base and the pairs sent so far."""
+    return {"base": base, "pairs": []}
+
+
+def _process_refit(
+    state: dict[str, Any], first: int, new_pairs: list[Pair], start_tensors: dict[str, torch.Tensor],
+    train: list[int], replay: list[int], config: AdaptConfig, index: int, before: ReplayScore | None,
+) -> Refit:
+    """A refit in the worker process: the adapter's pairs are the kept ones up to ``first``, then
+    ``new_pairs``; ``train`` and ``replay`` index them."""
+    pairs = state["pairs"]
+    del pairs[first:]
+    pairs.extend(new_pairs)
+    return _train(state["base"], start_tensors, [pairs[i] for i in train], [pairs[i] for i in replay],
+                  config, index, before)

@@ -14,8 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Each file is listed as verified, damaged (partial or corrupt) or missing.",
     )
     parser.add_argument(
-        "--download", nargs="+", default=[], metavar="VARIANT", choices=["vit_b", "vit_l", "vit_h"],
-        help="download (once) and verify these variants: vit_b, vit_l, vit_h",
+        "--download", nargs="+", default=[], metavar="VARIANT", choices=["vit_b", "vit_l", "vit_h", "vit_t"],
+        help="download (once) and verify these variants: vit_b, vit_l, vit_h (SAM), vit_t (MobileSAM)",
     )
     parser.set_defaults(func=run)
 

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("histoclick-demo"), help="output folder")
     parser.add_argument(
         "--model", default="vit_b",
-        help="SAM variant (vit_b, vit_l, vit_h) or checkpoint path; 'none' runs the baselines only",
+        help="SAM variant (vit_b, vit_l, vit_h, vit_t) or checkpoint path; 'none' runs the baselines only",
     )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, mps")
     parser.add_argument("--max-clicks", type=int, default=10, help="simulated clicks per sample")

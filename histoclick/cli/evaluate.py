@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataset_arguments(parser, training=False)
     parser.add_argument(
         "--methods", nargs="+", default=["region_growing", "grabcut"], metavar="NAME",
-        help="region_growing, grabcut, sam:vit_b, sam:vit_l, sam:vit_h, sam:vit_tiny, sam:PATH, "
+        help="region_growing, grabcut, sam:vit_b, sam:vit_l, sam:vit_h, sam:vit_t, sam:vit_tiny, sam:PATH, "
         "and the study's peers ritm:CKPT, focalclick:CKPT, simpleclick:CKPT (with --isegm-root)",
     )
     parser.add_argument(

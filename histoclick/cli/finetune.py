@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenario", choices=SCENARIOS, default="md", help="what is trained")
     parser.add_argument(
         "--base", default="vit_b",
-        help="base SAM: vit_b, vit_l, vit_h (official), vit_tiny (random, for tests) or a checkpoint path",
+        help="base SAM: vit_b, vit_l, vit_h, vit_t (official; vit_t is MobileSAM), vit_tiny (random, for tests) or a checkpoint path",
     )
     parser.add_argument("--epochs", type=int, help="passes over the tiles (default 10; on --resume: the run's)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per step and process")

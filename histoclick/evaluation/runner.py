@@ -67,7 +67,7 @@ def make_method(
         return load_peer(spec, isegm_root, device)
     raise ValueError(
         f"unknown method {spec!r}: use {', '.join(BASELINES)}; sam:<model> with a model name "
-        "(vit_b, vit_l, vit_h, vit_tiny) or a checkpoint path, e.g. sam:vit_b; or "
+        "(vit_b, vit_l, vit_h, vit_t, vit_tiny) or a checkpoint path, e.g. sam:vit_b; or "
         f"{':CKPT, '.join(PEERS)}:CKPT with --isegm-root"
     )
 
@@ -176,7 +176,7 @@ def evaluate(
         plot_miou(curves, out_dir / "miou.png", title=f"mIoU vs clicks (max {max_clicks})")
         plot_miou(
             boundary, out_dir / "boundary_f.png", ylabel=f"boundary F ({boundary_um:g} um)",
-            title=f"boundary F-score vs clicks (samples with a known mpp)",
+            title="boundary F-score vs clicks (samples with a known mpp)",
         )
         plot_noc_intervals(summary, out_dir / "noc90.png", title="NoC@90, 95% interval over slides")
     if verbose:

@@ -1,4 +1,4 @@
-"""Official SAM checkpoints: where they live, how they are downloaded, verified and read."""
+"""Official SAM checkpoints (and MobileSAM's): where they live, how they are downloaded, verified and read."""
 
 from __future__ import annotations
 
@@ -21,15 +21,21 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, foreign, of another variant, or unverified."""
 
 
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+# MobileSAM's weights as its authors publish them, in their repository at a fixed commit.
+MOBILE_SAM_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/f706ad9c4eb7f219c00d9050e46328518ffb65d2/weights/"
+
+
 @dataclass(frozen=True)
 class OfficialCheckpoint:
     variant: str
     filename: str
     sha256: str  # full digest; the suffix in the file name is not a hash prefix
+    base_url: str = SAM_URL
 
     @property
     def url(self) -> str:
-        return f"https://dl.fbaipublicfiles.com/segment_anything/{self.filename}"
+        return f"{self.base_url}{self.filename}"
 
 
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
@@ -49,6 +55,15 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
             "vit_h",
             "sam_vit_h_4b8939.pth",
             "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        ),
+        # MobileSAM publishes no digest itself: this is the vit_t entry of micro-sam's model
+        # registry (_CHECKSUMS in micro_sam/util.py of computational-cell-analytics/micro-sam),
+        # also recorded for this URL's file (40,728,226 bytes) by projects that pin that commit.
+        OfficialCheckpoint(
+            "vit_t",
+            "mobile_sam.pt",
+            "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+            MOBILE_SAM_URL,
         ),
     )
 }

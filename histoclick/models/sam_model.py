@@ -48,7 +48,7 @@ class SamModel:
 
     Args:
         sam: the segment_anything ``Sam`` module (put in eval mode and moved to ``device``).
-        name: architecture name (``vit_b``, ``vit_l``, ``vit_h``, ``vit_tiny``).
+        name: architecture name (``vit_b``, ``vit_l``, ``vit_h``, ``vit_t``, ``vit_tiny``).
         device: torch device the model runs on.
         source: where the weights came from: a checkpoint path, or a description like
             ``"random weights (seed 0)"``.

@@ -11,12 +11,13 @@
 from .clicks import next_training_click
 from .data import TileSet, TrainingData
 from .losses import LOSSES, bce_loss, dice_loss, normalized_focal_loss
-from .loop import FinetuneConfig, FinetuneResult, distributed_device, finetune
+from .loop import ClickTrainingConfig, FinetuneConfig, FinetuneResult, distributed_device, finetune
 from .scenarios import SCENARIOS, apply_scenario, frozen_encoder
 
 __all__ = [
     "LOSSES",
     "SCENARIOS",
+    "ClickTrainingConfig",
     "FinetuneConfig",
     "FinetuneResult",
     "TileSet",

@@ -68,12 +68,14 @@ LOG_COLUMNS = ("epoch", "steps", "lr", "train_loss", "train_iou", "val_miou", "v
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Settings of a fine-tuning run.
+class ClickTrainingConfig:
+    """How a decoder learns from simulated clicks: the settings :func:`training_step` uses,
+    shared by fine-tuning (:class:`FinetuneConfig`) and online adaptation
+    (:class:`~histoclick.adaptation.AdaptConfig`), which extend it.
 
-    scenario: ``md``, ``ie_md``, ``whole`` or ``enhanced`` (see :mod:`.scenarios`).
-    epochs: passes over the training tiles. batch_size: tiles per optimizer step (per process).
-    lr: AdamW peak learning rate, decayed to 0 along a cosine over all steps.
+    scenario: what is trained, ``md``, ``ie_md``, ``whole`` or ``enhanced`` (see :mod:`.scenarios`).
+    batch_size: tiles per optimizer step (per process).
+    lr: AdamW learning rate (fine-tuning: the peak of a cosine decay; adaptation: constant).
     weight_decay: AdamW decoupled weight decay. grad_clip: max gradient L2 norm (0: no clipping).
     max_extra_clicks: clicks after the first ones, drawn uniformly in ``0..max_extra_clicks`` per
         batch (RITM: 3).
@@ -82,19 +84,10 @@ class FinetuneConfig:
         than half the largest distance: the rule of the extra clicks).
     loss: ``nfl`` (Normalized Focal Loss, RITM's), ``dice`` or ``bce``.
     iou_loss_weight: weight of the MSE between predicted and actual IoU (trains the IoU head).
-    augment: ``dihedral`` (a random one of the 8 rotations/flips of each tile per epoch; with a
-        frozen encoder each variant's embedding is computed once and cached) or ``none``.
-    val_fraction: share of tiles held out for validation (checkpoint selection), whole groups
-        (slides) at a time. test_fraction: share held out, by group too, for the reported results.
-    val_clicks: simulated clicks per validation tile in the click loop that selects ``best.pt``
-        (the highest mean IoU over clicks 1..val_clicks).
-    seed: seeds the split, the augmentations, the clicks and the new layers' initialisation.
-    bf16: autocast to bfloat16 on GPUs that support it (the CPU always computes in float32).
-    enhanced: the enhanced decoder's shape (scenario ``enhanced`` only).
+    seed: seeds the clicks, the batches and the new layers' initialisation.
     """
 
     scenario: str = "md"
-    epochs: int = 10
     batch_size: int = 4
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -103,29 +96,55 @@ class FinetuneConfig:
     first_clicks: str = "multipoint"
     loss: str = "nfl"
     iou_loss_weight: float = 1.0
-    augment: str = "dihedral"
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    val_clicks: int = 5
     seed: int = 0
-    bf16: bool = True
-    enhanced: EnhancedDecoderConfig = field(default_factory=EnhancedDecoderConfig)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.max_extra_clicks < 0 or self.val_clicks < 1:
-            raise ValueError("epochs, batch_size and val_clicks must be >= 1 and max_extra_clicks >= 0")
+        if self.batch_size < 1 or self.max_extra_clicks < 0:
+            raise ValueError("batch_size must be >= 1 and max_extra_clicks >= 0")
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.iou_loss_weight < 0:
+            raise ValueError("weight_decay, grad_clip and iou_loss_weight must be >= 0")
         if self.first_clicks not in FIRST_CLICKS:
             raise ValueError(f"first_clicks must be one of {', '.join(FIRST_CLICKS)}, got {self.first_clicks!r}")
         frozen_encoder(self.scenario)  # validates the name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(ClickTrainingConfig):
+    """Settings of a fine-tuning run: the :class:`ClickTrainingConfig` of each step, and
+
+    epochs: passes over the training tiles (lr decays to 0 along a cosine over all steps).
+    augment: ``dihedral`` (a random one of the 8 rotations/flips of each tile per epoch; with a
+        frozen encoder each variant's embedding is computed once and cached) or ``none``.
+    val_fraction: share of tiles held out for validation (checkpoint selection), whole groups
+        (slides) at a time. test_fraction: share held out, by group too, for the reported results.
+    val_clicks: simulated clicks per validation tile in the click loop that selects ``best.pt``
+        (the highest mean IoU over clicks 1..val_clicks).
+    seed: also seeds the split and the augmentations.
+    bf16: autocast to bfloat16 on GPUs that support it (the CPU always computes in float32).
+    enhanced: the enhanced decoder's shape (scenario ``enhanced`` only).
+    """
+
+    epochs: int = 10
+    augment: str = "dihedral"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    val_clicks: int = 5
+    bf16: bool = True
+    enhanced: EnhancedDecoderConfig = field(default_factory=EnhancedDecoderConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.epochs < 1 or self.val_clicks < 1:
+            raise ValueError("epochs and val_clicks must be >= 1")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str | os.PathLike = "the settings") -> FinetuneConfig:
@@ -259,7 +278,7 @@ def batch_loss(
     iou_pred: torch.Tensor,
     gt: torch.Tensor,
     valid: torch.Tensor,
-    config: FinetuneConfig,
+    config: ClickTrainingConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, iou)``: the training loss of a batch (mask loss of each tile's best candidate,
     plus the weighted IoU-head MSE), and the mean IoU of the masks a click session would keep
@@ -280,7 +299,7 @@ def training_step(
     batch: dict[str, torch.Tensor],
     extra_clicks: int,
     rng: np.random.Generator,
-    config: FinetuneConfig,
+    config: ClickTrainingConfig,
     autocast: torch.autocast | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch of :class:`TrainingData` items; returns the detached

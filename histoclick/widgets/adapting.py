@@ -1,8 +1,8 @@
 """The click widget's "Adapt to my annotations" toggle: online adaptation of SAM's mask decoder.
 
 While the toggle is on, every Accept hands the accepted mask (tile pixels) and the viewport's
-cached image embedding to an :class:`~histoclick.adaptation.Adapter`, which refits the decoder on
-its worker thread; each click reads the adapter's current model once, so it uses the adapted
+cached image embedding to an :class:`~histoclick.adaptation.Adapter`, which refits the decoder in
+its low-priority worker process; each click reads the adapter's current model once, so it uses the adapted
 decoder as soon as a refit is adopted and never waits for one. With the toggle off, clicks use
 the widget's own model again (the adapter and its pairs are kept).
 
@@ -12,8 +12,10 @@ the toggle, Save or Revert is used: no timer, so nothing runs in the kernel betw
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 
 import ipywidgets as widgets
 import numpy as np
@@ -24,25 +26,71 @@ from histoclick.evaluation.protocol import Prediction
 from histoclick.evaluation.sam_method import SamMethod
 from histoclick.models import SamModel
 from histoclick.session import ClickSession
+from histoclick.slides import Slide
+from histoclick.widgets.prefetch import Prefetcher
 
 TOGGLE_LABEL = "Adapt to my annotations"
 
 
 class AdaptingSamMethod(SamMethod):
     """:class:`~histoclick.evaluation.sam_method.SamMethod` whose every click uses the model
-    ``model_now()`` answers at that moment (the embedding is shared: same image encoder)."""
+    ``model_now()`` answers at that moment (the embedding is shared: same image encoder).
+
+    With :meth:`prefetch_from` called, ``set_image`` returns at once: the embedding is computed
+    on the prefetcher's worker thread (or taken from the cache), and the first ``predict`` (or
+    :attr:`session`) waits for it; :attr:`ready` says whether that would wait.
+    """
 
     def __init__(self, model: SamModel, model_now: Callable[[], SamModel], **kwargs: object) -> None:
         super().__init__(model, **kwargs)
         self.model_now = model_now
+        self.prefetcher: Prefetcher | None = None
+        self._pending: Future[ClickSession] | None = None
+        self._on_change: Callable[[], None] | None = None
+
+    def prefetch_from(self, slide: Slide, on_change: Callable[[], None] | None = None) -> Prefetcher:
+        """Compute embeddings on a background :class:`~histoclick.widgets.prefetch.Prefetcher`
+        reading ``slide`` from now on (``on_change``: its status changed, and once more when the
+        shown image's embedding is ready; called in its thread)."""
+        self._on_change = on_change
+        self.prefetcher = Prefetcher(
+            self.model, slide, cache_dir=self.cache_dir, multimask=self.multimask, on_change=on_change
+        )
+        return self.prefetcher
+
+    def set_image(self, image: np.ndarray) -> None:
+        if self.prefetcher is None:
+            super().set_image(image)
+            return
+        self._session, self._pending = None, self.prefetcher.session_for(image)
+        # SamMethod's timing fields: the encoder did not run now when the session is ready
+        # (cached or prefetched); its seconds are not measured here.
+        self.embed_reused, self.embed_seconds = self._pending.done(), math.nan
+        if self._on_change is not None and not self._pending.done():
+            self._pending.add_done_callback(lambda _: self._on_change())
+
+    @property
+    def ready(self) -> bool:
+        """Whether the image's embedding is ready (a click would not wait for it)."""
+        return self._pending is None or self._pending.done()
 
     @property
     def session(self) -> ClickSession | None:
-        """The viewport's click session (its tile and cached embedding); None before set_image."""
+        """The viewport's click session (its tile and cached embedding); None before set_image.
+        Waits for the embedding while the prefetcher computes it."""
+        if self._pending is not None:
+            try:
+                self._session = self._pending.result()
+            except CancelledError:
+                raise RuntimeError(
+                    "this viewport's embedding was cancelled because the widget was closed; "
+                    "open a new widget"
+                ) from None
+            self._pending = None
         return self._session
 
     def predict(self, clicks: list[Click], prev_probs: np.ndarray | None) -> Prediction:
-        if self._session is not None:
+        if self.session is not None:
             self._session.model = self.model_now()
         return super().predict(clicks, prev_probs)
 
@@ -155,7 +203,7 @@ class AdaptationControls:
         self.status.value = f"<small>adaptation: {line or 'off'}</small>"
 
     def close(self) -> None:
-        """Stop the worker thread of an adapter the toggle created (a given one is the caller's)."""
+        """Stop the worker of an adapter the toggle created (a given one is the caller's)."""
         if self._owns_adapter and self.adapter is not None:
             self.adapter.close()
 

@@ -6,7 +6,9 @@ report is where a click landed. ipyevents delivers ``click`` and ``contextmenu``
 with client and bounding-box coordinates, suppresses the browser's context menu, and ships a
 prebuilt JupyterLab 4 and Voila extension: no JavaScript of ours to build or keep in step with
 JupyterLab. (anywidget would need our own ES module for the same events; ipycanvas would draw
-through its canvas protocol rather than one PNG per update.)
+through its canvas protocol rather than one PNG per update.) In Brush or Eraser mode, drags
+(``mousedown``, ``mousemove``, ``mouseup``) paint strokes over the mask instead of clicking
+(:mod:`histoclick.widgets.brush`).
 
 Frames: the viewport is ``size`` x ``size`` tile pixels read at a downsample (level-0 pixels per
 tile pixel) from a level-0 origin; clicks are tile pixels ``(column, row)``; saved geometries
@@ -15,8 +17,14 @@ CSS offset from the image's left edge, because the notebook may display the imag
 
 The widget is the layout and the event wiring; the parts live beside it: ``state.py`` (clicks,
 masks, the object being built), ``saving.py`` (GeoJSON file or QuPath project),
-``navigation.py`` (pan, zoom, go-to), ``viewport.py`` (the viewport maths) and ``adapting.py``
-(the "Adapt to my annotations" toggle: online adaptation of SAM's decoder to accepted masks).
+``objects.py`` (the list of saved objects: go to, delete, set class),
+``navigation.py`` (pan, zoom, go-to; the first viewport is the one with the most tissue),
+``overview.py`` (the slide's thumbnail beside the image, the viewport drawn on it: click it to
+jump), ``viewport.py`` (the viewport maths), ``adapting.py``
+(the "Adapt to my annotations" toggle: online adaptation of SAM's decoder to accepted masks) and
+``prefetch.py`` (SAM's image embeddings on background threads, the shown viewport's first, then
+the nearby ones', so navigation never blocks the kernel and a pan to a prefetched viewport is as
+fast as one to a viewport seen before).
 
 Accept writes the object at once. When its mask touches the viewport's border, continuing in the
 neighbouring viewport (Continue, or any pan there) and accepting again extends that same object:
@@ -26,6 +34,7 @@ the parts are merged (shapely union, level-0 pixels) and the object is rewritten
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,13 +52,17 @@ from histoclick.adaptation import AdaptConfig, AdaptationFiles, Adapter
 from histoclick.evaluation.protocol import Method
 from histoclick.geometry import as_multipolygon
 from histoclick.models import SamModel
-from histoclick.overlay import MASK_OPACITY, encode_png, render_overlay
+from histoclick.overlay import MASK_OPACITY, encode_png, outline_rings, render_overlay
 from histoclick.qupath import Annotation, ProjectImage, default_class_color
 from histoclick.session import MultimaskPolicy
 from histoclick.slides import Slide, open_slide
 from histoclick.widgets.adapting import AdaptationControls, AdaptingSamMethod
+from histoclick.widgets.brush import MOVE_THROTTLE_MS, BrushControls, Drag, Stroke
 from histoclick.widgets.keys import HELP, shortcut
 from histoclick.widgets.navigation import Navigator
+from histoclick.widgets.prefetch import nearby
+from histoclick.widgets.objects import ObjectList
+from histoclick.widgets.overview import Overview
 from histoclick.widgets.saving import SaveTarget
 from histoclick.widgets.state import ClickState, ObjectDraft, Step
 from histoclick.widgets.viewport import SIDES, Viewport, zoom_levels
@@ -78,7 +91,8 @@ class ClickWidget(widgets.VBox):
     """Click-to-segment viewer for a slide (or plain image) in JupyterLab or Voila.
 
     Left click adds a positive click (negative while the mode toggle says so), right click a
-    negative one. Accept turns the mask into an annotation of the chosen class, appended to a
+    negative one; in Brush or Eraser mode a drag adds pixels to the mask or removes them
+    (:meth:`paint`). Accept turns the mask into an annotation of the chosen class, appended to a
     GeoJSON file or added to the QuPath project the image belongs to.
 
     Args:
@@ -92,7 +106,8 @@ class ClickWidget(widgets.VBox):
             ProjectImage.
         classes: class names offered; default: the project's classes, else :data:`DEFAULT_CLASSES`.
         magnification, downsample: the viewport's resolution (at most one; default full resolution).
-        origin: level-0 ``(x, y)`` of the first viewport; default the first tissue tile.
+        origin: level-0 ``(x, y)`` of the first viewport; default the grid viewport with the
+            most tissue.
         size: viewport side in tile pixels (what the method sees).
         display_width: CSS width of the image in the page (default ``size``).
         cache_dir: folder for SAM's image embeddings (default: the in-memory cache shared by
@@ -108,6 +123,9 @@ class ClickWidget(widgets.VBox):
             an ``Adapter(method, adapt_config, cache_dir=cache_dir)`` (background refits) when
             turned on. See :mod:`histoclick.widgets.adapting`.
         adapt_config: settings of that adapter (default :class:`~histoclick.adaptation.AdaptConfig`).
+        edit_foreign: the object list's Delete and Set class (and :meth:`delete_object`,
+            :meth:`reclassify_object`) also change objects histoclick did not create (a person's
+            in QuPath, another tool's); by default those are read-only.
     """
 
     def __init__(
@@ -127,6 +145,7 @@ class ClickWidget(widgets.VBox):
         outline_tolerance: float | None = 0.5,
         adapter: Adapter | None = None,
         adapt_config: AdaptConfig | None = None,
+        edit_foreign: bool = False,
     ) -> None:
         self.outline_tolerance = outline_tolerance
         self.project_image = slide if isinstance(slide, ProjectImage) else None
@@ -152,6 +171,14 @@ class ClickWidget(widgets.VBox):
 
         start = self.slide.downsample_for(magnification=magnification, downsample=downsample)
         self.navigator = Navigator(self.slide, size, start, origin)
+        # SAM's embeddings: computed in the background, the nearby viewports' too (prefetch.py).
+        self._status_lock = threading.RLock()  # its threads redraw the status line too
+        self._embedding_was_ready = False  # of the shown viewport, as last told to on_update
+        self.prefetcher = (
+            self.method.prefetch_from(self.slide, self._embedding_changed)
+            if isinstance(self.method, AdaptingSamMethod)
+            else None
+        )
         self.session: ClickState | None = None
         self.saved_count = 0
         self.last_error: str | None = None
@@ -168,6 +195,26 @@ class ClickWidget(widgets.VBox):
             source=self.image, watched_events=["click", "contextmenu"], prevent_default_action=True
         )
         self._events.on_dom_event(self._on_pointer)
+        # Brush and eraser drags (histoclick.widgets.brush); preventing mousedown's default
+        # stops the browser dragging the picture away instead. Moves are watched only while
+        # Brush or Eraser is on: no message per pointer move in Click mode.
+        self.brush, self._drag = BrushControls(), Drag()
+        self._drags = Event(
+            source=self.image,
+            watched_events=["mousedown", "mouseup", "mouseleave"],
+            prevent_default_action=True,
+        )
+        self._moves = Event(
+            source=self.image, wait=MOVE_THROTTLE_MS, throttle_or_debounce="throttle"
+        )
+        for events in (self._drags, self._moves):
+            events.on_dom_event(self._on_drag)
+        self.brush.mode.observe(lambda _: self._guard(self._use_tool), "value")
+        self.overview = Overview(self.slide)
+        self._overview_events = Event(
+            source=self.overview.image, watched_events=["click"], prevent_default_action=True
+        )
+        self._overview_events.on_dom_event(self._on_overview_pointer)
         self.mode = widgets.ToggleButtons(
             options=[("+ positive", True), ("− negative", False)],
             tooltips=["left click adds a positive click", "left click adds a negative click"],
@@ -188,8 +235,16 @@ class ClickWidget(widgets.VBox):
         self.zoom_dropdown.observe(
             lambda change: self._guard(self.set_downsample, change["new"]), "value"
         )
-        self.annotation_dropdown = widgets.Dropdown(
-            description="Objects", layout=widgets.Layout(width="240px")
+        self.edit_foreign = edit_foreign
+        self.object_list = ObjectList(
+            self.slide.mpp,
+            go_to=self.jump_to_annotation,
+            delete=self.delete_object,
+            reclassify=lambda object_id: self.reclassify_object(
+                object_id, self.class_dropdown.value
+            ),
+            guard=self._guard,
+            edit_foreign=edit_foreign,
         )
         self.opacity = widgets.FloatSlider(
             value=MASK_OPACITY,
@@ -215,8 +270,9 @@ class ClickWidget(widgets.VBox):
         toolbar = widgets.HBox(
             [
                 self.mode,
-                self._button("Undo", "forget the last click", self.undo),
-                self._button("Reset", "forget every click in this viewport", self.reset),
+                self.brush.row,
+                self._button("Undo", "forget the last click or stroke", self.undo),
+                self._button("Reset", "forget every click and stroke in this viewport", self.reset),
                 self.class_dropdown,
                 self._button(
                     "Accept",
@@ -224,7 +280,8 @@ class ClickWidget(widgets.VBox):
                     self.accept,
                     style="success",
                 ),
-            ]
+            ],
+            layout=widgets.Layout(flex_flow="row wrap"),
         )
         navigation = widgets.HBox(
             [
@@ -237,10 +294,6 @@ class ClickWidget(widgets.VBox):
                 self.zoom_dropdown,
                 self._button(
                     "Next tissue", "jump to the next viewport with tissue", self.next_tissue_tile
-                ),
-                self.annotation_dropdown,
-                self._button(
-                    "Go to", "centre the viewport on the chosen object", self._go_to_selected
                 ),
             ]
         )
@@ -265,9 +318,10 @@ class ClickWidget(widgets.VBox):
                 navigation,
                 display,
                 adapting,
-                self.image,
+                widgets.HBox([self.image, self.overview.image]),
                 self._continue_row,
                 self.status,
+                self.object_list,
                 self.help,
             ]
         )
@@ -297,6 +351,12 @@ class ClickWidget(widgets.VBox):
         ``button`` 0 (left) follows the mode toggle, 2 (right) is always negative;
         ``displayed_size`` is the image's displayed ``(width, height)`` (default: unscaled).
         """
+        if self.prefetcher is not None and not self.method.ready:
+            raise ValueError(
+                f"this viewport's embedding is still being computed "
+                f"({self.prefetcher.status.seconds:.0f} s so far): click again once the status "
+                "line no longer says 'computing'"
+            )
         x, y = self.viewport.display_to_tile(x_display, y_display, displayed_size)
         return self.click(x, y, positive=button != 2 and self.mode.value)
 
@@ -309,17 +369,40 @@ class ClickWidget(widgets.VBox):
         self._refresh(started)
         return step
 
+    def paint(
+        self,
+        points: list[tuple[float, float]],
+        radius: float | None = None,
+        erase: bool = False,
+    ) -> Stroke:
+        """Brush (or with ``erase`` erase) the pixels within ``radius`` tile pixels (default: the
+        Radius slider) of the polyline through ``points`` (``(x, y)`` tile pixels: column, row)
+        as one stroke over the current mask, and redraw. What a drag in Brush or Eraser mode
+        does; strokes stay over later clicks' predictions (:mod:`histoclick.widgets.brush`)."""
+        return self._paint(points, radius, erase, extend=False)
+
     def undo(self) -> None:
-        """Forget the last click and redraw."""
+        """Forget the last click or stroke (whichever came last) and redraw."""
         self.session.undo()
         self._message = "undone"
         self._refresh()
 
     def reset(self) -> None:
-        """Forget every click in this viewport (accepted objects stay)."""
+        """Forget every click and stroke in this viewport (accepted objects stay)."""
         self.session.reset()
-        self._message = "clicks cleared"
+        self._message = "clicks and strokes cleared"
         self._refresh()
+
+    def _paint(
+        self, points: list[tuple[float, float]], radius: float | None, erase: bool, extend: bool
+    ) -> Stroke:
+        started = time.perf_counter()
+        radius = self.brush.radius.value if radius is None else radius
+        stroke = self.session.paint(points, radius, erase, extend=extend)
+        tool = "eraser" if erase else "brush"
+        self._message = f"{tool} stroke {len(self.session.strokes)}, radius {radius:g} tile px"
+        self._refresh(started)
+        return stroke
 
     # ----- accepting and saving --------------------------------------------------------------
 
@@ -332,8 +415,8 @@ class ClickWidget(widgets.VBox):
         object, continuing there is offered (:meth:`continue_to`). A failed write keeps the part
         (shown, with Save now to retry, :meth:`finish`) and raises.
         """
-        if self.session.last is None:
-            raise ValueError("nothing to accept: click on the object first")
+        if self.session.mask is None:
+            raise ValueError("nothing to accept: click on the object first (or brush it)")
         self.target.check()
         if self.draft.unsaved:
             raise ValueError(
@@ -344,7 +427,8 @@ class ClickWidget(widgets.VBox):
         if here in self.draft.visited:
             self.draft = ObjectDraft()  # not a continuation: a new object
         self.draft.add(part, here)
-        mask, sam_session = self.session.last.mask, getattr(self.method, "session", None)
+        # The mask with its brush and eraser strokes: what is saved is what adaptation learns.
+        mask, sam_session = self.session.mask, getattr(self.method, "session", None)
         touching = _touching_sides(mask)
         self._open_sides = tuple(
             side
@@ -400,13 +484,13 @@ class ClickWidget(widgets.VBox):
         )
         slide = shapely.box(0, 0, *self.slide.dimensions)
         if not slide.contains(shapely.box(*self.viewport.bounds)):
-            outline = outline.intersection(slide)
-        shape = as_multipolygon(outline)
+            outline = as_multipolygon(outline.intersection(slide))
+        shape = outline  # mask_to_geometry's outlines are valid MultiPolygons: no repair pass
         if shape.is_empty:
             raise ValueError(
                 "the mask is empty: add a positive click inside the object, then Accept"
             )
-        iou = np.nan if last.predicted_iou is None else last.predicted_iou
+        iou = np.nan if last is None or last.predicted_iou is None else last.predicted_iou
         return Annotation(
             shape=shape,
             classification=self.class_dropdown.value,
@@ -436,14 +520,14 @@ class ClickWidget(widgets.VBox):
             raise
         self.draft.saved_parts = len(self.draft.parts)
         self.saved_count += new
-        # Re-read what was written: other notebooks' or scripts' objects appear too.
-        self._annotations = self.target.read()
+        # The target's objects, updated with what it wrote (read again only when someone else
+        # wrote): other notebooks' or scripts' objects appear too.
+        self._update_annotation_list()
         verb = "saved" if new else "extended"
         self._message = (
             f"{verb} {merged.classification} object ({len(self.draft.parts)} part(s)) in "
             f"{self.target.path.name} ({len(self._annotations)} objects there)"
         )
-        self._update_annotation_list()
         return merged
 
     # ----- adaptation ------------------------------------------------------------------------
@@ -488,6 +572,28 @@ class ClickWidget(widgets.VBox):
         minx, miny, maxx, maxy = self._annotations.geometry.iloc[index].bounds
         self.go_to((minx + maxx) / 2, (miny + maxy) / 2)
 
+    def delete_object(self, object_id: str) -> None:
+        """Delete the saved object with UUID ``object_id`` from the file or project (its child
+        objects stay). Objects histoclick did not create are refused (PermissionError) unless
+        the widget was created with ``edit_foreign=True``."""
+        self.target.delete(object_id, force=self.edit_foreign)
+        if self.draft.object_id == object_id:  # the object in progress is gone: start anew
+            self.draft, self._open_sides = ObjectDraft(), ()
+        self._message = f"deleted object {object_id} from {self.target.path.name}"
+        self._refresh()
+
+    def reclassify_object(self, object_id: str, classification: str) -> None:
+        """Give the saved object with UUID ``object_id`` the class ``classification`` (its
+        outline and measurements stay). Refused for others' objects as :meth:`delete_object`."""
+        self.target.reclassify(object_id, classification, force=self.edit_foreign)
+        self._message = f"object {object_id} is now {classification}"
+        self._refresh()
+
+    def jump_to_overview(self, x_thumb: float, y_thumb: float) -> None:
+        """Centre the viewport on the level-0 point under overview thumbnail coordinates
+        ``(x_thumb, y_thumb)`` (continuous; pixel ``j``'s centre is ``j + 0.5``)."""
+        self.go_to(*self.overview.to_level0(x_thumb, y_thumb))
+
     def next_tissue_tile(self) -> None:
         """Jump to the next grid viewport with tissue (row-major order, wrapping around)."""
         self._show(self.navigator.next_tissue())
@@ -512,7 +618,8 @@ class ClickWidget(widgets.VBox):
     # ----- state and hooks -------------------------------------------------------------------
 
     def on_update(self, callback: Callable[[ClickWidget], Any]) -> None:
-        """Call ``callback(widget)`` after every redraw (click, undo, navigation, save)."""
+        """Call ``callback(widget)`` after every redraw (click, undo, navigation, save) and when
+        the shown viewport's SAM embedding becomes ready."""
         self._callbacks.append(callback)
 
     def state(self) -> dict[str, Any]:
@@ -535,7 +642,9 @@ class ClickWidget(widgets.VBox):
             "clicks": [
                 {"x": c.x, "y": c.y, "positive": c.is_positive} for c in self.session.clicks
             ],
-            "mask_pixels": int(last.mask.sum()) if last else 0,
+            "mask_pixels": 0 if self.session.mask is None else int(self.session.mask.sum()),
+            "tool": self.brush.mode.value,
+            "strokes": len(self.session.strokes),
             "predicted_iou": last.predicted_iou if last else None,
             "model_seconds": last.model_seconds if last else None,
             "update_seconds": self.last_update_seconds,
@@ -549,10 +658,21 @@ class ClickWidget(widgets.VBox):
             "mask_shown": self.show_mask.value,
             "error": self.last_error,
             "adaptation": self.adaptation.line(),
+            "embedding_ready": self.prefetcher is None or self.method.ready,
+            "overview": self.overview.state(),
+            "objects": [label for label, _ in self.object_list.select.options],
         }
 
+    def wait_for_embedding(self) -> None:
+        """Wait until the shown viewport's SAM embedding is ready (computed in the background:
+        clicks on the image are refused until then, :meth:`click` waits by itself); raises what
+        computing it raised. Returns at once for a method without an embedding."""
+        if self.prefetcher is not None:
+            self.method.session  # noqa: B018 - the property waits for the embedding
+
     def close(self) -> None:
-        """Close the widget, its pointer events and the slide (when the widget opened it).
+        """Close the widget, its pointer events, its background embedding threads (waiting for
+        them) and the slide (when the widget opened it).
 
         Closing again (or the garbage collector's close after yours) does nothing.
         """
@@ -561,9 +681,17 @@ class ClickWidget(widgets.VBox):
         self._closed = True
         if getattr(self, "adaptation", None) is not None:
             self.adaptation.close()
+        if getattr(self, "prefetcher", None) is not None:
+            self.prefetcher.close()  # before the slide: its worker reads the slide
         if getattr(self, "_owns_slide", False):
             self.slide.close()
-        for events in (getattr(self, "_events", None), getattr(self, "_keys", None)):
+        for events in (
+            getattr(self, "_events", None),
+            getattr(self, "_keys", None),
+            getattr(self, "_drags", None),
+            getattr(self, "_moves", None),
+            getattr(self, "_overview_events", None),
+        ):
             if events is not None:
                 events.close()
         super().close()
@@ -571,24 +699,29 @@ class ClickWidget(widgets.VBox):
     # ----- internals -------------------------------------------------------------------------
 
     def _show(self, viewport: Viewport) -> None:
-        """Read ``viewport``, hand its pixels to the method (embedding cached) and redraw."""
+        """Read ``viewport``, hand its pixels to the method and redraw. With SAM, the embedding
+        is computed on the prefetcher's thread (the status line shows its progress; a click on
+        the image is refused until it is ready, :meth:`click` waits), then the nearby ones'."""
         label = self.navigator.zoom_label(viewport.downsample)
         self.status.value = f"<i>reading {label} at {viewport.origin} and preparing the method…</i>"
         tile = self.slide.read_region(
             *viewport.origin, viewport.size, viewport.size, downsample=viewport.downsample
         )
         self.session = ClickState(self.method, tile)
+        self._embedding_was_ready = self.prefetcher is None or self.method.ready
         self.navigator.viewport = viewport
         levels = [ds for _, ds in self.zoom_dropdown.options]
         if viewport.downsample not in levels:
             self.zoom_dropdown.options = self.navigator.zoom_options([*levels, viewport.downsample])
         self.zoom_dropdown.value = viewport.downsample
+        if self.prefetcher is not None:
+            self.prefetcher.schedule(nearby(self.navigator, [ds for _, ds in self.zoom_dropdown.options]))
         self._message = f"viewport {label} at level-0 {viewport.origin}"
         self._refresh()
 
     def _refresh(self, started: float | None = None) -> None:
         started = time.perf_counter() if started is None else started
-        last = self.session.last
+        self._update_annotation_list()  # a stat when nothing changed
         box = shapely.box(*self.viewport.bounds)
         visible = (
             self._annotations[self._annotations.intersects(box)]
@@ -597,55 +730,67 @@ class ClickWidget(widgets.VBox):
         )
         if not self.show_outlines.value:
             visible = visible.iloc[:0]
-        # QuPath draws an object in its own colour when it has one, else in its class colour.
         outlines = [
-            (self._outline_in_view(geometry), self._class_color(cls, own if own is not None else color))
-            for geometry, cls, color, own in zip(
-                visible.geometry,
-                visible["classification"],
-                visible["color"],
-                visible["object_color"],
-                strict=True,
-            )
+            (self._outline_in_view(geometry), color)
+            for geometry, color in self._object_outlines(visible)
         ]
         if self.draft.unsaved:
             outlines.append((self.draft.merged(self.class_dropdown.value).shape, PENDING_COLOR))
         picture = render_overlay(
             self.session.tile,
-            last.mask if last and self.show_mask.value else None,
+            self.session.mask if self.show_mask.value else None,
             self.session.clicks,
             outlines,
             mask_color=self._class_color(self.class_dropdown.value, None),
             mask_opacity=self.opacity.value,
         )
         self.image.value = encode_png(picture)
+        # The overview shows every saved object (whatever "Saved outlines" says) and the viewport.
+        self.overview.set_outlines(
+            self._annotations if len(self._annotations) else None,
+            partial(self._object_outlines, self._annotations),
+        )
+        self.overview.draw(self.viewport)
         self.last_update_seconds = time.perf_counter() - started
         self._update_status()
         self._update_continue_row()
         for callback in self._callbacks:
             callback(self)
 
-    def _outline_in_view(self, geometry: Any) -> Any:
-        """A saved object cut to around the viewport, cached while the viewport stays: cutting a
-        ragged 100k-vertex outline costs about a second, and the picture is redrawn after every
-        click. Keyed by the geometry's WKB, so an object rewritten elsewhere is cut again."""
-        x0, y0, x1, y1 = self.viewport.bounds
-        margin = 2 * self.viewport.downsample  # the overlay clips 2 tile pixels out, too
-        around = shapely.box(x0 - margin, y0 - margin, x1 + margin, y1 + margin)
-        if around.contains(shapely.box(*geometry.bounds)):
-            return geometry
+    def _object_outlines(self, frame: gpd.GeoDataFrame) -> list[tuple[Any, tuple[int, int, int]]]:
+        """``(geometry, colour)`` of saved objects: QuPath draws an object in its own colour when
+        it has one, else in its class colour."""
+        return [
+            (geometry, self._class_color(cls, own if own is not None else color))
+            for geometry, cls, color, own in zip(
+                frame.geometry, frame["classification"], frame["color"], frame["object_color"],
+                strict=True,
+            )
+        ]
+
+    def _outline_in_view(self, geometry: Any) -> list[np.ndarray]:
+        """A saved object's outline as drawn on this viewport (:func:`~histoclick.overlay.
+        outline_rings`), cached while the viewport stays: cutting and converting a ragged
+        100k-vertex outline costs up to a second, and the picture is redrawn after every click.
+        Keyed by the geometry's WKB, so an object rewritten elsewhere is converted again."""
         if self._outline_cache.get("viewport") != self.viewport:
             self._outline_cache = {"viewport": self.viewport}
         key = hash(shapely.to_wkb(geometry))
         if key not in self._outline_cache:
-            self._outline_cache[key] = geometry.intersection(around)
+            self._outline_cache[key] = outline_rings(geometry, self.session.tile)
         return self._outline_cache[key]
 
     def _update_status(self) -> None:
+        with self._status_lock:  # read and written at once: a thread never writes a stale line
+            self._write_status()
+
+    def _write_status(self) -> None:
         self.adaptation.refresh()
         clicks = self.session.clicks
         positive = sum(c.is_positive for c in clicks)
         parts = [f"<b>{len(clicks)} clicks</b> ({positive}+, {len(clicks) - positive}−)"]
+        if self.session.strokes:
+            parts[0] += f", {len(self.session.strokes)} strokes"
         last = self.session.last
         if last is not None:
             parts.append(f"{self.method_label} {last.model_seconds:.3f} s")
@@ -655,9 +800,26 @@ class ClickWidget(widgets.VBox):
         parts.append(f"{label} at {self.viewport.origin}")
         if self._message:
             parts.append(self._message)
+        embedding = self.prefetcher.status if self.prefetcher is not None else None
+        if embedding is not None and embedding.line():
+            color = "#c00" if embedding.error else "#666"
+            parts.append(f"<span style='color:{color}'>{embedding.line()}</span>")
         if self.last_error:
             parts.append(f"<span style='color:#c00'>{self.last_error}</span>")
         self.status.value = " · ".join(parts)
+
+    def _embedding_changed(self) -> None:
+        """The prefetcher's status changed (called in its worker thread): redraw the status line;
+        when the shown viewport's embedding has just become ready, tell the :meth:`on_update`
+        callbacks too."""
+        if self.session is None:
+            return
+        self._update_status()
+        ready = self.method.ready
+        if ready and not self._embedding_was_ready:
+            for callback in self._callbacks:
+                callback(self)
+        self._embedding_was_ready = ready
 
     def _update_continue_row(self) -> None:
         if not self.draft.parts:
@@ -690,16 +852,10 @@ class ClickWidget(widgets.VBox):
         self._continue_row.layout.display = "flex"
 
     def _update_annotation_list(self) -> None:
-        frame = self._annotations
-        self.annotation_dropdown.options = [
-            (f"{i + 1}: {cls or 'unclassified'}", i)
-            for i, cls in enumerate(frame["classification"])
-        ]
-
-    def _go_to_selected(self) -> None:
-        if self.annotation_dropdown.value is None:
-            raise ValueError("no saved object to go to yet")
-        self.jump_to_annotation(self.annotation_dropdown.value)
+        """Take the target's objects (in memory; read again when the file or project changed
+        on disk) and show them in the object list."""
+        self._annotations = self.target.read()
+        self.object_list.show(self._annotations)
 
     def _class_color(self, name: str | None, color: Any) -> tuple[int, int, int]:
         if color is not None and not (isinstance(color, float) and np.isnan(color)):
@@ -709,6 +865,8 @@ class ClickWidget(widgets.VBox):
         return self.class_colors.get(name) or default_class_color(name)
 
     def _on_pointer(self, event: dict[str, Any]) -> None:
+        if self.brush.painting:  # the click ending a drag is the stroke's, not a prompt
+            return
         button = 2 if event.get("event") == "contextmenu" else int(event.get("button", 0))
         self._guard(
             self.handle_click,
@@ -718,12 +876,38 @@ class ClickWidget(widgets.VBox):
             (event["boundingRectWidth"], event["boundingRectHeight"]),
         )
 
+    def _on_drag(self, event: dict[str, Any]) -> None:
+        if not self.brush.painting:
+            self._drag.last = None
+            return
+        point = self.viewport.display_to_tile(
+            pointer_offset(event["clientX"], event["boundingRectLeft"]),
+            pointer_offset(event["clientY"], event["boundingRectTop"]),
+            (event["boundingRectWidth"], event["boundingRectHeight"]),
+        )
+        points = self._drag.update(event, point)
+        if points:
+            erase = self.brush.mode.value == "eraser"
+            self._guard(self._paint, points, None, erase, event.get("event") != "mousedown")
+
+    def _on_overview_pointer(self, event: dict[str, Any]) -> None:
+        self._guard(
+            self.jump_to_overview,
+            *self.overview.display_to_thumbnail(
+                pointer_offset(event["clientX"], event["boundingRectLeft"]),
+                pointer_offset(event["clientY"], event["boundingRectTop"]),
+                (event["boundingRectWidth"], event["boundingRectHeight"]),
+            ),
+        )
+
     def _on_key(self, event: dict[str, Any]) -> None:
         action = shortcut(event)
         if action is None:
             return
         actions: dict[str, Callable[[], Any]] = {
             "toggle_mode": self._toggle_mode,
+            "brush": partial(self.brush.toggle, "brush"),
+            "eraser": partial(self.brush.toggle, "eraser"),
             "undo": self.undo,
             "reset": self.reset,
             "accept": self.accept,
@@ -732,6 +916,19 @@ class ClickWidget(widgets.VBox):
             **{f"pan_{side}": partial(self.pan, side) for side in SIDES},
         }
         self._guard(actions[action])
+
+    def _use_tool(self) -> None:
+        """Watch pointer moves only while Brush or Eraser is on, and say what a drag does."""
+        self._moves.watched_events = ["mousemove"] if self.brush.painting else []
+        tool = self.brush.mode.value
+        change = "remove pixels from" if tool == "eraser" else "add pixels to"
+        self._message = (
+            f"{tool}: drag on the image to {change} the mask "
+            f"(radius {self.brush.radius.value} tile px)"
+            if self.brush.painting
+            else "click mode"
+        )
+        self._update_status()
 
     def _toggle_mode(self) -> None:
         self.mode.value = not self.mode.value

@@ -13,6 +13,8 @@ from typing import Any
 # (key, needs Ctrl or Cmd) -> action name; the widget maps names to its methods.
 SHORTCUTS: dict[tuple[str, bool], str] = {
     ("t", False): "toggle_mode",
+    ("b", False): "brush",
+    ("e", False): "eraser",
     ("z", True): "undo",
     ("Escape", False): "reset",
     ("Enter", False): "accept",
@@ -26,7 +28,8 @@ SHORTCUTS: dict[tuple[str, bool], str] = {
 }
 
 HELP = (
-    "Keys (pointer over the image): <b>T</b> positive/negative, <b>Ctrl+Z</b> undo, "
+    "Keys (pointer over the image): <b>T</b> positive/negative, <b>B</b>/<b>E</b> brush/eraser "
+    "(again: back to clicks), <b>Ctrl+Z</b> undo, "
     "<b>Esc</b> reset, <b>Enter</b> accept, <b>arrows</b> pan, <b>+</b>/<b>−</b> zoom"
 )
 

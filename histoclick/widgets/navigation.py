@@ -16,7 +16,8 @@ class Navigator:
     """Navigation on ``slide`` with square viewports of ``size`` tile pixels.
 
     ``downsample``: level-0 pixels per tile pixel of the first viewport; ``origin``: its level-0
-    top-left corner (default: the first viewport with tissue, row by row).
+    top-left corner (default: the grid viewport with the largest tissue fraction, the first in
+    row-major order on ties, so the same slide always opens at the same place).
     """
 
     def __init__(
@@ -27,11 +28,10 @@ class Navigator:
         origin: tuple[float, float] | None = None,
     ) -> None:
         self.slide = slide
-        self._tissue: dict[float, list[tuple[int, int]]] = {}
+        self._fractions: dict[float, dict[tuple[int, int], float]] = {}
         self.viewport = Viewport((0, 0), size, downsample, slide.dimensions)
         if origin is None:
-            tiles = self.tissue_tiles(downsample)
-            origin = tiles[0] if tiles else (0, 0)
+            origin = self.most_tissue(downsample)
         self.viewport = replace(self.viewport, origin=origin)
 
     def pan(self, side: str) -> Viewport:
@@ -51,7 +51,8 @@ class Navigator:
         return self.centred_on((minx + maxx) / 2, (miny + maxy) / 2, downsample)
 
     def next_tissue(self) -> Viewport:
-        """The next grid viewport with tissue (row-major order, wrapping around)."""
+        """The next grid viewport with tissue in row-major order (wrapping around), so that
+        pressing on and on sweeps the slide without skipping or revisiting a viewport."""
         ds = self.viewport.downsample
         tiles = self.tissue_tiles(ds)
         if not tiles:
@@ -63,13 +64,29 @@ class Navigator:
         return replace(self.viewport, origin=(after or tiles)[0])
 
     def tissue_tiles(self, downsample: float) -> list[tuple[int, int]]:
-        """Origins of grid viewports at least half tissue, on sparse slides a tenth (cached)."""
-        if downsample not in self._tissue:
-            size = self.viewport.size
-            self._tissue[downsample] = self.slide.tissue_tiles(
-                size, downsample=downsample
-            ) or self.slide.tissue_tiles(size, downsample=downsample, min_tissue=0.1)
-        return self._tissue[downsample]
+        """Level-0 origins of grid viewports at least half tissue, on sparse slides a tenth,
+        in row-major order."""
+        fractions = self.tissue_fractions(downsample)
+        for least in (0.5, 0.1):
+            tiles = [origin for origin, fraction in fractions.items() if fraction >= least]
+            if tiles:
+                return tiles
+        return []
+
+    def most_tissue(self, downsample: float) -> tuple[int, int]:
+        """Level-0 origin of the grid viewport with the largest tissue fraction at
+        ``downsample`` (the first in row-major order on ties; (0, 0) on a blank slide)."""
+        fractions = self.tissue_fractions(downsample)
+        return max(fractions, key=fractions.__getitem__, default=(0, 0))
+
+    def tissue_fractions(self, downsample: float) -> dict[tuple[int, int], float]:
+        """Tissue fraction of every grid viewport at ``downsample``, keyed by level-0 origin in
+        row-major order (:meth:`Slide.tissue_fractions`, cached per downsample)."""
+        if downsample not in self._fractions:
+            self._fractions[downsample] = self.slide.tissue_fractions(
+                self.viewport.size, downsample=downsample
+            )
+        return self._fractions[downsample]
 
     def magnification(self) -> float | None:
         """The current viewport's magnification (None without the slide's objective power)."""

@@ -1,25 +1,30 @@
-"""What the click widget is segmenting: the current viewport's clicks and masks, and the object
-being built from accepted masks (possibly across several viewports).
+"""What the click widget is segmenting: the current viewport's clicks, brush strokes and masks,
+and the object being built from accepted masks (possibly across several viewports).
 
 Any interactive method drives the clicks: the evaluation's :class:`~histoclick.evaluation.
 protocol.Method` interface (``set_image`` once per tile, ``predict`` after each click), the same
 one the runner calls, so SAM (through :class:`~histoclick.evaluation.sam_method.SamMethod`) and
-the weight-free baselines behave alike. Clicks are tile pixels; geometries are level-0 pixels.
+the weight-free baselines behave alike. The click bookkeeping (undo, reset, bounds) is
+:class:`~histoclick.session.ClickHistory`, shared with :class:`~histoclick.ClickSession`.
+Brush and eraser strokes are layers over the prediction (:mod:`histoclick.widgets.brush`).
+Clicks and strokes are tile pixels; geometries are level-0 pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import shapely
-from shapely.geometry import MultiPolygon
 
 from histoclick.clicks import Click
 from histoclick.evaluation.protocol import Method
-from histoclick.geometry import as_multipolygon, mask_to_geometry
+from histoclick.geometry import as_multipolygon
 from histoclick.qupath import Annotation
+from histoclick.session import ClickHistory
 from histoclick.slides import Tile
+from histoclick.widgets.brush import Stroke, stroke_pixels
 
 # A pixel belongs to the mask when its probability exceeds this: SAM's own rule (logit > 0).
 MASK_THRESHOLD = 0.5
@@ -36,12 +41,16 @@ class Step:
 
     @property
     def mask(self) -> np.ndarray:
-        """``(height, width)`` bool mask in tile pixels."""
+        """``(height, width)`` bool mask in tile pixels (the method's, strokes not applied)."""
         return self.probs > MASK_THRESHOLD
 
 
-class ClickState:
-    """Clicks on one tile and the method's prediction after each (undo and reset included).
+class ClickState(ClickHistory[Step]):
+    """Clicks on one tile, the method's prediction after each, and brush/eraser strokes over it.
+
+    :attr:`mask` is the last prediction (empty before the first click) with the strokes applied
+    in the order drawn; the method sees the clicks only, so strokes survive later clicks.
+    :meth:`undo` forgets the last stroke or click, whichever came last; :meth:`reset` both.
 
     Args:
         method: any interactive method; ``set_image`` is called here with the tile's pixels.
@@ -49,30 +58,13 @@ class ClickState:
     """
 
     def __init__(self, method: Method, tile: Tile) -> None:
+        super().__init__(tile)
         self.method = method
-        self.tile = tile
         method.set_image(tile.image)
-        self.steps: list[Step] = []
+        self.strokes: list[Stroke] = []
 
-    @property
-    def clicks(self) -> list[Click]:
-        """Clicks so far, oldest first, in tile pixels."""
-        return [step.click for step in self.steps]
-
-    @property
-    def last(self) -> Step | None:
-        """The current prediction, or None before the first click."""
-        return self.steps[-1] if self.steps else None
-
-    def click(self, x: float, y: float, positive: bool = True) -> Step:
-        """Add a click at tile pixel ``(x, y)`` (column, row) and predict from all clicks so far."""
+    def _predict(self, click: Click) -> Step:
         height, width = self.tile.image.shape[:2]
-        if not (0 <= x < width and 0 <= y < height):
-            raise ValueError(
-                f"click at (x={x}, y={y}) is outside the {width}x{height} tile; clicks are in tile "
-                "pixels"
-            )
-        click = Click(y=y, x=x, is_positive=positive)
         prediction = self.method.predict(
             [*self.clicks, click], self.last.probs if self.last else None
         )
@@ -81,26 +73,50 @@ class ClickState:
                 f"method {self.method.name!r} answered {prediction.probs.shape} probabilities for "
                 f"a {(height, width)} tile; predict must answer in the tile's pixels"
             )
-        step = Step(click, prediction.probs, prediction.model_seconds, prediction.predicted_iou)
-        self.steps.append(step)
-        return step
+        return Step(click, prediction.probs, prediction.model_seconds, prediction.predicted_iou)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """``(height, width)`` bool: the prediction with the strokes applied; None while there
+        is neither a click nor a stroke."""
+        if self.last is None and not self.strokes:
+            return None
+        if self.last is None:
+            mask = np.zeros(self.tile.image.shape[:2], bool)
+        else:
+            mask = self.last.mask.copy()
+        for stroke in self.strokes:
+            stroke.apply(mask)
+        return mask
+
+    def paint(
+        self,
+        points: Sequence[tuple[float, float]],
+        radius: float,
+        erase: bool = False,
+        extend: bool = False,
+    ) -> Stroke:
+        """Paint (or with ``erase`` clear) the pixels within ``radius`` of the polyline through
+        ``points`` (``(x, y)`` tile pixels, radius in tile pixels) as a new stroke, or with
+        ``extend`` onto the last stroke (one drag is one stroke, so one undo)."""
+        pixels = stroke_pixels(points, radius, self.tile.image.shape[:2])
+        if extend and self.strokes:
+            self.strokes[-1].pixels |= pixels
+        else:
+            self.strokes.append(Stroke(pixels, erase, len(self.results)))
+        return self.strokes[-1]
 
     def undo(self) -> Step | None:
-        """Forget the last click; returns the prediction that is current again (None if none)."""
-        if self.steps:
-            self.steps.pop()
-        return self.last
+        """Forget the last stroke or click (whichever came last); returns the current prediction."""
+        if self.strokes and self.strokes[-1].after_clicks == len(self.results):
+            self.strokes.pop()
+            return self.last
+        return super().undo()
 
     def reset(self) -> None:
-        """Forget every click."""
-        self.steps.clear()
-
-    def geometry(self, **simplify: float | int | None) -> MultiPolygon:
-        """The current mask in level-0 pixels (empty before the first click); ``simplify`` goes to
-        :func:`histoclick.geometry.mask_to_geometry` (``simplify_tolerance``, ``max_vertices``)."""
-        if self.last is None:
-            return MultiPolygon()
-        return mask_to_geometry(self.last.mask, self.tile.origin, self.tile.downsample, **simplify)
+        """Forget every click and stroke."""
+        super().reset()
+        self.strokes.clear()
 
 
 ViewportKey = tuple[tuple[int, int], float]  # level-0 origin, downsample
