@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--idle-clicks", type=int, default=10, help="idle clicks per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of idle clicks, then a background refit")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between two clicks")
+    parser.add_argument("--nice", type=int, default=None, help="the worker's nice (default: AdaptConfig's)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: a temporary one)")
     args = parser.parse_args()
 
@@ -82,7 +83,7 @@ def main() -> None:
 
     model = load_model("vit_tiny", device=args.device)
     rng = np.random.default_rng(0)
-    config = AdaptConfig()
+    config = AdaptConfig() if args.nice is None else AdaptConfig(nice=args.nice)
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="bench-adaptation-")
     adapter = Adapter(model, config, cache_dir=cache_dir, background=True)  # starts the worker process
     for i in range(args.pairs):

@@ -5,6 +5,7 @@ API (one concept, :class:`BackgroundWorker`)::
     worker = BackgroundWorker(setup, *setup_args, threads=1)  # starts one worker process now
     future = worker.submit(job, *args)  # runs job(context, *args) there; context = setup(*setup_args)
     result = future.result()            # a concurrent.futures.Future: result(), done(), add_done_callback()
+    with worker.paused(): click()       # the worker stopped (SIGSTOP) while a click runs
     worker.close()                      # (also: with BackgroundWorker(...) as worker: ...)
 
 - ``setup`` and ``job`` must be module-level functions (the process is *spawned*, so they are
@@ -42,7 +43,8 @@ import contextlib
 import multiprocessing
 import os
 import pickle
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -72,7 +74,10 @@ class BackgroundWorker:
             initializer=_start,
             initargs=(nice, threads, pickle.dumps((setup, setup_args), protocol=5)),
         )
-        self._pool.submit(int)  # starts the process now: it imports and sets up while the caller goes on
+        # Starts the process now (it imports and sets up while the caller goes on); its pid is
+        # what paused() signals.
+        self._pid: Future = self._pool.submit(os.getpid)
+        self._closed = False
 
     def submit(self, job: Callable[..., Any], *args: Any) -> Future:
         """Run ``job(context, *args)`` in the worker; returns its future (result copied back)."""
@@ -89,9 +94,36 @@ class BackgroundWorker:
         inner.add_done_callback(done)
         return outer
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the worker process (SIGSTOP) while the block runs and let it go on after
+        (SIGCONT), for short work the user waits for, such as a click: on 2 cores even a nice-19
+        worker slowed a click by 34-41% (``benchmarks/bench_adaptation.py``; the click's two
+        torch threads wait for each other at every step, and one of them shares its core).
+        Nothing happens before the process has started, after :meth:`close`, or without POSIX
+        signals (Windows)."""
+        stop, go = getattr(signal, "SIGSTOP", None), getattr(signal, "SIGCONT", None)
+        pid = None
+        if not self._closed and stop is not None and self._pid.done() and not self._pid.cancelled():
+            pid = None if self._pid.exception() is not None else self._pid.result()
+        if pid is None:
+            yield
+            return
+        try:
+            os.kill(pid, stop)
+        except ProcessLookupError:  # the process died: nothing to pause
+            pid = None
+        try:
+            yield
+        finally:
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, go)
+
     def close(self, wait: bool = True) -> None:
         """Stop the worker process (after the job in progress when ``wait``; pending jobs are
         cancelled)."""
+        self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self) -> BackgroundWorker:

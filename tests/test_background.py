@@ -51,3 +51,37 @@ def test_a_dead_worker_fails_its_futures_instead_of_hanging():
             worker.submit(die).result(timeout=300)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         BackgroundWorker(threads=0)
+
+
+def spin(state: dict, seconds: float) -> float:
+    """Busy for ``seconds`` of wall time; returns the CPU seconds it got meanwhile."""
+    import time
+
+    started, cpu = time.monotonic(), time.process_time()
+    while time.monotonic() - started < seconds:
+        pass
+    return time.process_time() - cpu
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of ``pid`` (Linux /proc): "T" when stopped."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process state in /proc")
+def test_paused_stops_the_worker_while_the_block_runs_and_lets_it_go_on():
+    import time
+
+    with BackgroundWorker(counter_setup, 0) as worker:
+        pid = worker.submit(add, 0, np.zeros(1)).result(timeout=300)[2]
+        busy = worker.submit(spin, 3.0)
+        time.sleep(0.5)
+        with worker.paused():
+            assert process_state(pid) == "T"  # stopped: the block has the cores
+            time.sleep(1.5)
+        assert process_state(pid) != "T"
+        cpu = busy.result(timeout=60)
+        assert cpu < 2.0  # 3 s of wall time, 1.5 s of them stopped
+    with worker.paused():  # after close: nothing to stop, no error
+        pass

@@ -39,6 +39,7 @@ clicks from ``(seed, n)``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -57,7 +58,7 @@ from histoclick.background import BackgroundWorker
 from histoclick.embeddings import EmbeddingCache
 from histoclick.models.finetuned import apply_tensors, base_reference, trained_digest
 from histoclick.models.sam_model import Embedding, SamModel
-from histoclick.session import ClickSession
+from histoclick.session import ClickResult, ClickSession
 from histoclick.slides import Tile
 from histoclick.training.data import low_res_target
 from histoclick.training.loop import ClickTrainingConfig, ClickTrainingModel, training_step
@@ -87,7 +88,8 @@ class AdaptConfig(ClickTrainingConfig):
         at least 1).
     nice: how much lower the worker process's CPU priority is than this process's (0..19;
         Linux/macOS), so where the cores are shared the clicks come first. 10 gives the worker
-        about a tenth of a core a click wants; 19 (the lowest) lets other busy programs starve
+        about a tenth of a core a click wants (and a click stops it outright,
+        :meth:`Adapter.paused_for_click`); 19 (the lowest) lets other busy programs starve
         it: measured on a loaded 2-core machine, a refit then made no progress for minutes.
     seed: seeds batches, clicks and the enhanced decoder's new layers.
     """
@@ -231,6 +233,12 @@ class Adapter:
         models are never changed afterwards; a refit publishes a new one."""
         with self._lock:
             return self._current
+
+    def paused_for_click(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which a background refit's worker process is stopped, so a click has
+        the cores to itself (:meth:`histoclick.background.BackgroundWorker.paused`)."""
+        process = self._process
+        return process.paused() if process is not None else contextlib.nullcontext()
 
     def session(self, image: Tile | np.ndarray, **kwargs: Any) -> AdaptiveSession:
         """A :class:`~histoclick.ClickSession` whose every click uses the current decoder."""
@@ -510,6 +518,11 @@ class AdaptiveSession(ClickSession):
     @model.setter
     def model(self, value: SamModel) -> None:
         pass  # ClickSession.__init__ assigns it; the adapter decides
+
+    def click(self, x: float, y: float, positive: bool = True) -> ClickResult:
+        """:meth:`ClickSession.click`, with a background refit paused meanwhile."""
+        with self.adapter.paused_for_click():
+            return super().click(x, y, positive)
 
 
 def _derived(model: SamModel, decoder: torch.nn.Module, identity: str, source: str) -> SamModel:

@@ -12,6 +12,7 @@ the toggle, Save or Revert is used: no timer, so nothing runs in the kernel betw
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -41,9 +42,16 @@ class AdaptingSamMethod(SamMethod):
     :attr:`session`) waits for it; :attr:`ready` says whether that would wait.
     """
 
-    def __init__(self, model: SamModel, model_now: Callable[[], SamModel], **kwargs: object) -> None:
+    def __init__(
+        self,
+        model: SamModel,
+        model_now: Callable[[], SamModel],
+        paused: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+        **kwargs: object,
+    ) -> None:
         super().__init__(model, **kwargs)
         self.model_now = model_now
+        self.paused = paused
         self.prefetcher: Prefetcher | None = None
         self._pending: Future[ClickSession] | None = None
         self._on_change: Callable[[], None] | None = None
@@ -92,7 +100,8 @@ class AdaptingSamMethod(SamMethod):
     def predict(self, clicks: list[Click], prev_probs: np.ndarray | None) -> Prediction:
         if self.session is not None:
             self._session.model = self.model_now()
-        return super().predict(clicks, prev_probs)
+        with self.paused():  # a background refit stops while the click runs
+            return super().predict(clicks, prev_probs)
 
 
 class AdaptationControls:
@@ -150,6 +159,10 @@ class AdaptationControls:
     @property
     def enabled(self) -> bool:
         return self.toggle.value
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which the adapter's background refit (if any) is stopped."""
+        return self.adapter.paused_for_click() if self.adapter is not None else contextlib.nullcontext()
 
     def model_for_clicks(self) -> SamModel:
         """The adapter's current model while the toggle is on, else the widget's model."""

@@ -33,6 +33,7 @@ the parts are merged (shapely union, level-0 pixels) and the object is rewritten
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -159,7 +160,7 @@ class ClickWidget(widgets.VBox):
             "is not a SAM model (pass one from histoclick.load_model)",
         )
         self.method, self.method_label = _interactive_method(
-            method, cache_dir, multimask, self.adaptation.model_for_clicks
+            method, cache_dir, multimask, self.adaptation.model_for_clicks, self.adaptation.paused
         )
         self._owns_slide = not isinstance(slide, Slide)
         if self.project_image is not None:
@@ -981,11 +982,15 @@ def _interactive_method(
     cache_dir: str | os.PathLike | None,
     multimask: MultimaskPolicy,
     model_now: Callable[[], SamModel],
+    paused: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> tuple[Method, str]:
     """The method to drive, and the label saved objects are named after (``histoclick LABEL``);
-    a SAM model's clicks use ``model_now()`` (the adapted decoder while adaptation is on)."""
+    a SAM model's clicks use ``model_now()`` (the adapted decoder while adaptation is on), inside
+    ``paused()`` (a background refit stopped meanwhile)."""
     if isinstance(method, SamModel):
-        method = AdaptingSamMethod(method, model_now, cache_dir=cache_dir, multimask=multimask)
+        method = AdaptingSamMethod(
+            method, model_now, paused, cache_dir=cache_dir, multimask=multimask
+        )
         return method, method.model.name
     if not isinstance(method, Method):
         raise TypeError(
